@@ -1,0 +1,225 @@
+"""Settings, read once at startup from an injectable mapping (``os.environ`` in production).
+
+This is the only module that knows environment variable names. Everything else receives a
+:class:`Settings`. Secrets are wrapped in :class:`Secret` so that no ``repr``, log line or
+traceback shows them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; ``.reveal()`` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    openai_api_key: Secret | None = None
+    openai_base_url: str = DEFAULT_OPENAI_BASE_URL
+    gateway_api_key: Secret | None = None
+    # True when GATEWAY_API_KEY was not set and one was generated for this run (emulator mode).
+    gateway_api_key_generated: bool = False
+    # Host addresses ICE may offer on each leg; empty means aioice's default (every non-loopback).
+    ice_addresses: tuple[str, ...] = ()
+    upstream_ice_addresses: tuple[str, ...] = ()
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str | None = None
+    client_secret_ttl: int = 600
+    client_secret_single_use: bool = True
+    cors_origins: tuple[str, ...] = ("*",)
+    demo_enabled: bool = False
+    max_sdp_bytes: int = 64 * 1024
+    upstream_timeout: float = 10.0
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @property
+    def uses_emulator(self) -> bool:
+        """No OpenAI key: calls go to the built-in emulator."""
+        return self.openai_api_key is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``environ``; ``overrides`` (command-line flags) win over it."""
+        env = {k: v for k, v in environ.items() if v != ""}
+        openai_key = _secret(env.get("OPENAI_API_KEY"))
+        gateway_key = _secret(env.get("GATEWAY_API_KEY"))
+        generated = False
+        if gateway_key is None and openai_key is None:
+            # Emulator mode spends nothing, so a fresh key per run is safe and saves a step.
+            gateway_key = Secret("gk_" + secrets.token_urlsafe(24))
+            generated = True
+        if openai_key is not None and env.get("OPENAI_API_KEY", "").startswith("ek_"):
+            raise ConfigError(
+                "OPENAI_API_KEY must be a standard OpenAI API key (sk-…), not an ephemeral ek_ "
+                "token: ephemeral tokens expire within minutes"
+            )
+        ice = _addresses("GATEWAY_ICE_ADDRESSES", env.get("GATEWAY_ICE_ADDRESSES"))
+        upstream_ice = _addresses(
+            "GATEWAY_UPSTREAM_ICE_ADDRESSES", env.get("GATEWAY_UPSTREAM_ICE_ADDRESSES")
+        )
+        if not upstream_ice and openai_key is None:
+            # The built-in emulator listens on loopback only.
+            upstream_ice = ("127.0.0.1",)
+        values: dict[str, Any] = {
+            "host": env.get("GATEWAY_HOST", cls.host),
+            "port": _int("GATEWAY_PORT", env.get("GATEWAY_PORT"), cls.port, 0, 65535),
+            "openai_api_key": openai_key,
+            "openai_base_url": _url(
+                "OPENAI_BASE_URL", env.get("OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL)
+            ),
+            "gateway_api_key": gateway_key,
+            "gateway_api_key_generated": generated,
+            "ice_addresses": ice,
+            "upstream_ice_addresses": upstream_ice,
+            "model": env.get("GATEWAY_MODEL", cls.model),
+            "voice": env.get("GATEWAY_VOICE", cls.voice),
+            "instructions": env.get("GATEWAY_INSTRUCTIONS"),
+            "client_secret_ttl": _int(
+                "GATEWAY_CLIENT_SECRET_TTL", env.get("GATEWAY_CLIENT_SECRET_TTL"), 600, 10, 7200
+            ),
+            "client_secret_single_use": _bool(
+                "GATEWAY_CLIENT_SECRET_SINGLE_USE",
+                env.get("GATEWAY_CLIENT_SECRET_SINGLE_USE"),
+                True,
+            ),
+            "cors_origins": _origins(env.get("GATEWAY_CORS_ORIGINS", "*")),
+            "demo_enabled": _bool("GATEWAY_DEMO", env.get("GATEWAY_DEMO"), openai_key is None),
+            "max_sdp_bytes": _int(
+                "GATEWAY_MAX_SDP_BYTES", env.get("GATEWAY_MAX_SDP_BYTES"), 64 * 1024, 1024, 1 << 20
+            ),
+            "upstream_timeout": _float(
+                "GATEWAY_UPSTREAM_TIMEOUT", env.get("GATEWAY_UPSTREAM_TIMEOUT"), 10.0, 0.1, 120.0
+            ),
+            "log_level": _choice(
+                "GATEWAY_LOG_LEVEL",
+                env.get("GATEWAY_LOG_LEVEL", "info").lower(),
+                ("debug", "info", "warning", "error"),
+            ),
+            "log_format": _choice(
+                "GATEWAY_LOG_FORMAT",
+                env.get("GATEWAY_LOG_FORMAT", "auto").lower(),
+                ("auto", "json", "console"),
+            ),
+        }
+        names = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key not in names:
+                raise ConfigError(f"unknown setting {key!r}")
+            if value is not None:
+                values[key] = value
+        return cls(**values)
+
+
+def _secret(value: str | None) -> Secret | None:
+    return Secret(value.strip()) if value and value.strip() else None
+
+
+def _int(name: str, raw: str | None, default: int, lo: int, hi: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str | None, default: float, lo: float, hi: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def _url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return value
+
+
+def _addresses(name: str, raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    out: list[str] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a comma-separated list of IP addresses, got {part!r}"
+            ) from None
+    return tuple(out)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(
+                "GATEWAY_CORS_ORIGINS must be * or a comma-separated list of origins such as "
+                f"https://app.example.com, got {origin!r}"
+            )
+    return origins or ("*",)

@@ -1,0 +1,162 @@
+"""The gateway's one error tree.
+
+Every error the gateway raises on purpose is a :class:`GatewayError`. The web layer turns one
+into an OpenAI-shaped HTTP error (``{"error": {"message", "type", "code", "param"}}`` with
+``status``); the relay turns one into an ``error`` event on the data channel. Foreign exceptions
+(aiohttp, aiortc, json) are translated once, where they enter, with ``raise ... from exc`` — or
+``from None`` when the cause could carry a secret (an upstream response, a request header).
+
+::
+
+    GatewayError                     500 server_error
+     ├── InvalidRequest              400 invalid_request_error
+     │    ├── InvalidOffer           400 code=invalid_offer
+     │    ├── PayloadTooLarge        413 code=payload_too_large
+     │    └── UnsupportedMediaType   415 code=unsupported_content_type
+     ├── AuthenticationError         401 code=invalid_api_key | expired_token
+     ├── PermissionDenied            403 code=forbidden
+     ├── NotFound                    404 code=not_found
+     ├── RateLimited                 429 code=rate_limit_exceeded   (retry_after)
+     ├── Unavailable                 503 code=unavailable            (retry_after)
+     └── UpstreamError               502 server_error (retryable, upstream_status)
+          └── UpstreamTimeout        504
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+
+    def to_body(self) -> dict[str, Any]:
+        """The OpenAI-shaped error object, as both HTTP bodies and ``error`` events carry it."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, {self.message!r})"
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidOffer(InvalidRequest):
+    code = "invalid_offer"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_content_type"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class UpstreamError(GatewayError):
+    """The upstream (OpenAI or the emulator) refused, failed or vanished.
+
+    ``retryable`` follows the usual rule: 4xx is the request's fault and not retryable, except
+    408/429; 5xx and transport failures are retryable.
+    """
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, param=param)
+        self.upstream_status = upstream_status
+        if retryable is None:
+            retryable = (
+                upstream_status is None
+                or upstream_status >= 500
+                or upstream_status
+                in (
+                    408,
+                    429,
+                )
+            )
+        self.retryable = retryable
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

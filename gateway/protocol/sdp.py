@@ -1,0 +1,63 @@
+"""Just enough SDP understanding to refuse a bad offer early and read an upstream ``Location``.
+
+Pure: no I/O. The SDP itself is forwarded byte-exact; nothing here rewrites it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gateway.errors import InvalidOffer
+
+
+@dataclass(frozen=True)
+class OfferSummary:
+    has_audio: bool
+    has_data_channel: bool
+    audio_codecs: tuple[str, ...]
+
+
+def inspect_offer(sdp: str) -> OfferSummary:
+    """Check that ``sdp`` is an offer a Realtime call can use: audio plus a data channel."""
+    text = sdp.strip()
+    if not text.startswith("v=0"):
+        raise InvalidOffer("The SDP offer is malformed: it must start with 'v=0'.")
+    media: list[str] = []
+    codecs: list[str] = []
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            parts = line[2:].split()
+            if len(parts) < 3:
+                raise InvalidOffer(f"The SDP offer has a malformed media line: {line[:80]!r}.")
+            section = parts[0]
+            media.append(" ".join(parts[:3]))
+        elif line.startswith("a=rtpmap:") and section == "audio":
+            _, _, rest = line.partition(" ")
+            codecs.append(rest.split("/")[0].lower())
+    has_audio = any(m.startswith("audio ") for m in media)
+    has_dc = any(m.startswith("application ") and ("SCTP" in m.upper()) for m in media)
+    if not media:
+        raise InvalidOffer("The SDP offer has no media sections.")
+    if not has_audio:
+        raise InvalidOffer(
+            "The SDP offer has no audio section; add a microphone track before createOffer()."
+        )
+    if not has_dc:
+        raise InvalidOffer(
+            "The SDP offer has no data channel; call createDataChannel('oai-events') before "
+            "createOffer()."
+        )
+    return OfferSummary(has_audio=has_audio, has_data_channel=has_dc, audio_codecs=tuple(codecs))
+
+
+def call_id_from_location(location: str) -> str | None:
+    """The call id in a ``Location`` header: the ``rtc_…`` segment, else the last one."""
+    path = urlsplit(location).path
+    segments = [s for s in path.split("/") if s]
+    for segment in segments:
+        if segment.startswith("rtc_"):
+            return segment
+    return segments[-1] if segments else None

@@ -1,0 +1,92 @@
+"""Session configuration: defaults, merging, and the ``client_secrets`` request body.
+
+Pure: no I/O. Shapes follow OpenAI's GA interface (``../shared/protocol.md`` §2, §4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+SESSION_TYPES = ("realtime", "transcription")
+MIN_TTL, MAX_TTL = 10, 7200
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` wins; nested objects merge, everything else (lists included) is replaced."""
+    out: dict[str, Any] = dict(base)
+    for key, value in override.items():
+        current = out.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            out[key] = deep_merge(current, value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_session(model: str, voice: str, instructions: str | None) -> dict[str, Any]:
+    """The server's session defaults, sent upstream unless a token or request overrides them."""
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": model,
+        "audio": {"output": {"voice": voice}},
+    }
+    if instructions:
+        session["instructions"] = instructions
+    return session
+
+
+def check_session(session: Any, *, param: str = "session") -> dict[str, Any]:
+    """Validate the little we must know of a session object; the upstream validates the rest."""
+    if session is None:
+        return {"type": "realtime"}
+    if not isinstance(session, dict):
+        raise InvalidRequest(f"'{param}' must be an object.", param=param, code="invalid_type")
+    kind = session.get("type", "realtime")
+    if kind not in SESSION_TYPES:
+        raise InvalidRequest(
+            f"Invalid value for '{param}.type': expected one of {', '.join(SESSION_TYPES)}, "
+            f"got {kind!r}.",
+            param=f"{param}.type",
+            code="invalid_value",
+        )
+    return {**session, "type": kind}
+
+
+def parse_client_secret_request(body: Any, default_ttl: int) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/realtime/client_secrets`` body → (ttl seconds, requested session)."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    ttl = default_ttl
+    expires_after = body.get("expires_after")
+    if expires_after is not None:
+        if not isinstance(expires_after, dict):
+            raise InvalidRequest(
+                "'expires_after' must be an object.", param="expires_after", code="invalid_type"
+            )
+        anchor = expires_after.get("anchor", "created_at")
+        if anchor != "created_at":
+            raise InvalidRequest(
+                f"Invalid value for 'expires_after.anchor': expected 'created_at', got {anchor!r}.",
+                param="expires_after.anchor",
+                code="invalid_value",
+            )
+        seconds = expires_after.get("seconds", default_ttl)
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise InvalidRequest(
+                "'expires_after.seconds' must be an integer.",
+                param="expires_after.seconds",
+                code="invalid_type",
+            )
+        if not MIN_TTL <= seconds <= MAX_TTL:
+            raise InvalidRequest(
+                f"'expires_after.seconds' must be between {MIN_TTL} and {MAX_TTL}, got {seconds}.",
+                param="expires_after.seconds",
+                code="invalid_value",
+            )
+        ttl = seconds
+    return ttl, check_session(body.get("session"))

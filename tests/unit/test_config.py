@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ConfigError, Secret, Settings
+
+
+class TestSettings:
+    def test_emulator_mode_without_key(self) -> None:
+        """No OPENAI_API_KEY means the emulator, a generated gateway key and the demo page."""
+        s = Settings.from_env({})
+        assert s.uses_emulator
+        assert s.gateway_api_key is not None and s.gateway_api_key_generated
+        assert s.gateway_api_key.reveal().startswith("gk_")
+        assert s.demo_enabled
+        assert s.upstream_ice_addresses == ("127.0.0.1",)
+
+    def test_openai_mode_needs_explicit_gateway_key(self) -> None:
+        """With a real key, no gateway key is invented: minting stays off until one is set."""
+        s = Settings.from_env({"OPENAI_API_KEY": "sk-test-123456"})
+        assert not s.uses_emulator
+        assert s.gateway_api_key is None
+        assert not s.demo_enabled
+        assert s.upstream_ice_addresses == ()
+
+    def test_secrets_do_not_show_in_repr(self) -> None:
+        """Neither key appears in the settings' repr."""
+        s = Settings.from_env({"OPENAI_API_KEY": "sk-supersecret", "GATEWAY_API_KEY": "gk_zzz"})
+        assert "supersecret" not in repr(s)
+        assert "gk_zzz" not in repr(s)
+        assert "supersecret" not in str(s.openai_api_key)
+
+    def test_values_are_parsed(self) -> None:
+        """Every documented variable is read and typed."""
+        s = Settings.from_env(
+            {
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1/",
+                "GATEWAY_ICE_ADDRESSES": "127.0.0.1, ::1",
+                "GATEWAY_PORT": "9000",
+                "GATEWAY_MODEL": "m",
+                "GATEWAY_VOICE": "cedar",
+                "GATEWAY_INSTRUCTIONS": "be brief",
+                "GATEWAY_CLIENT_SECRET_TTL": "60",
+                "GATEWAY_CLIENT_SECRET_SINGLE_USE": "false",
+                "GATEWAY_CORS_ORIGINS": "https://a.example, https://b.example/",
+            }
+        )
+        assert s.openai_base_url == "http://127.0.0.1:9/v1"
+        assert s.ice_addresses == ("127.0.0.1", "::1")
+        assert s.port == 9000
+        assert (s.model, s.voice, s.instructions) == ("m", "cedar", "be brief")
+        assert s.client_secret_ttl == 60
+        assert s.client_secret_single_use is False
+        assert s.cors_origins == ("https://a.example", "https://b.example")
+
+    def test_overrides_win(self) -> None:
+        """Command-line flags override the environment; None means 'not given'."""
+        s = Settings.from_env({"GATEWAY_PORT": "9000"}, port=7000, host=None)
+        assert s.port == 7000 and s.host == "127.0.0.1"
+
+    @pytest.mark.parametrize(
+        ("env", "needle"),
+        [
+            ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT must be a whole number"),
+            ({"GATEWAY_PORT": "70000"}, "between 0 and 65535"),
+            ({"GATEWAY_ICE_ADDRESSES": "localhost"}, "GATEWAY_ICE_ADDRESSES"),
+            ({"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL"),
+            ({"OPENAI_API_KEY": "ek_abc"}, "not an ephemeral"),
+            ({"GATEWAY_CLIENT_SECRET_SINGLE_USE": "maybe"}, "true or false"),
+            ({"GATEWAY_LOG_LEVEL": "loud"}, "GATEWAY_LOG_LEVEL"),
+            ({"GATEWAY_CORS_ORIGINS": "example.com"}, "GATEWAY_CORS_ORIGINS"),
+        ],
+    )
+    def test_bad_values_are_explained(self, env: dict[str, str], needle: str) -> None:
+        """A malformed setting names the variable and what it expects."""
+        with pytest.raises(ConfigError, match=needle):
+            Settings.from_env(env)
+
+    def test_secret_equality_is_by_value(self) -> None:
+        """Secrets compare by value without revealing it."""
+        assert Secret("a") == Secret("a") and Secret("a") != Secret("b")

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import AuthenticationError
+from gateway.log import REDACTED, Redactor, redact_text
+from gateway.tokens import ClientSecretStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestClientSecretStore:
+    def test_mint_and_redeem_once(self) -> None:
+        """A secret is ek_-prefixed, long, and single-use by default."""
+        store = ClientSecretStore()
+        token, secret = store.mint({"type": "realtime"}, 60)
+        assert token.startswith("ek_") and len(token) >= 40
+        assert store.redeem(token).session == {"type": "realtime"}
+        with pytest.raises(AuthenticationError):
+            store.redeem(token)
+
+    def test_reusable_until_expiry(self) -> None:
+        """With single_use off, a secret works until it expires, as OpenAI's do."""
+        clock = Clock()
+        store = ClientSecretStore(single_use=False, clock=clock)
+        token, secret = store.mint({}, 60)
+        store.redeem(token)
+        store.redeem(token)
+        clock.now += 61
+        with pytest.raises(AuthenticationError) as info:
+            store.redeem(token)
+        assert info.value.code == "expired_client_secret"
+
+    def test_peek_does_not_consume(self) -> None:
+        """peek checks without using the secret up."""
+        store = ClientSecretStore()
+        token, _ = store.mint({}, 60)
+        store.peek(token)
+        store.redeem(token)
+
+    def test_store_keeps_no_plaintext(self) -> None:
+        """Only digests are stored."""
+        store = ClientSecretStore()
+        token, _ = store.mint({}, 60)
+        assert token not in repr(store.__dict__)
+
+    def test_expired_secrets_are_purged(self) -> None:
+        """Minting drops expired secrets so the store does not grow forever."""
+        clock = Clock()
+        store = ClientSecretStore(clock=clock)
+        store.mint({}, 10)
+        clock.now += 11
+        store.mint({}, 10)
+        assert len(store) == 1
+
+
+class TestRedaction:
+    def test_patterns_and_known_secrets(self) -> None:
+        """Key-shaped strings and configured secrets are masked anywhere in a string."""
+        text = redact_text("key sk-abcdef123456 and ek_abcdefgh and mysecret", ["mysecret"])
+        assert "sk-abc" not in text and "ek_abc" not in text and "mysecret" not in text
+        assert text.count(REDACTED) == 3
+
+    def test_processor_masks_nested_and_sensitive_keys(self) -> None:
+        """The structlog processor masks sensitive keys and nested values."""
+        out = Redactor(["topsecret"])(
+            None,
+            "info",
+            {
+                "event": "x",
+                "authorization": "Bearer abc",
+                "nested": {"list": ["topsecret"], "api_key": "k"},
+            },
+        )
+        assert out["authorization"] == REDACTED
+        assert out["nested"] == {"list": [REDACTED], "api_key": REDACTED}
