@@ -1,0 +1,226 @@
+"""The emulator's HTTP side: OpenAI's GA ``/v1/realtime/calls`` contract, on aiohttp.
+
+``Emulator.app`` can be served by anything that serves an aiohttp application (the test client
+included); ``start()``/``aclose()`` run it on their own site for use as a real upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.emulator.call import CallOptions, EmulatorCall
+from gateway.emulator.signaling import parse_call_request, request_kind
+from gateway.emulator.vad import VadConfig
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from gateway.protocol.sdp import inspect_offer
+
+log = structlog.get_logger(__name__)
+
+CALLS_PATH = "/v1/realtime/calls"
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    api_key: str | None = None
+    """If set, ``Authorization`` must be ``Bearer <api_key>``; else any bearer token will do."""
+    model: str = "realtime-emulator"
+    vad_threshold_rms: float = 0.02
+    """Linear RMS (0..1 of full scale) at which audio counts as speech; -34 dBFS."""
+    vad_silence_ms: float = 500.0
+    """The default ``silence_duration_ms`` of the session's ``server_vad``."""
+    vad_prefix_padding_ms: float = 300.0
+    vad_min_speech_ms: float = 40.0
+    response_pace: float = 2.0
+    """Seconds of response audio "generated" per second: a response stays active (cancellable)
+    for its audio length divided by this, and ``response.done`` comes at the end of it."""
+    connect_timeout: float = 15.0
+    """A call whose data channel has not opened by then is ended."""
+    max_call_seconds: float = 3600.0
+    """GA's 60 minute limit."""
+    max_echo_seconds: float = 30.0
+    max_body_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("response_pace", "connect_timeout", "max_call_seconds", "max_echo_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"EmulatorSettings.{name} must be > 0 (got {getattr(self, name)})")
+
+    def call_options(self) -> CallOptions:
+        return CallOptions(
+            model=self.model,
+            ice_addresses=self.ice_addresses,
+            vad=VadConfig(
+                threshold_rms=self.vad_threshold_rms,
+                silence_duration_ms=self.vad_silence_ms,
+                prefix_padding_ms=self.vad_prefix_padding_ms,
+                min_speech_ms=self.vad_min_speech_ms,
+            ),
+            response_pace=self.response_pace,
+            connect_timeout=self.connect_timeout,
+            max_call_seconds=self.max_call_seconds,
+            max_echo_seconds=self.max_echo_seconds,
+        )
+
+
+DEFAULT_SETTINGS = EmulatorSettings()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(error: GatewayError) -> web.Response:
+    return web.json_response(error.to_body(), status=error.status)
+
+
+@web.middleware
+async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as ``{"error": {...}}``, never as a traceback or an HTML page."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = GatewayError(
+            f"Invalid URL ({request.method} {request.path})"
+            if exc.status in (404, 405)
+            else exc.reason,
+            status=exc.status,
+        )
+        error.type = "invalid_request_error"
+        return _error_response(error)
+    except Exception:
+        log.exception("emulator.request_failed", path=request.path)
+        return _error_response(GatewayError("The emulator failed to handle the request."))
+
+
+class Emulator:
+    def __init__(self, settings: EmulatorSettings = DEFAULT_SETTINGS) -> None:
+        self.settings = settings
+        self._calls: dict[str, EmulatorCall] = {}
+        self.calls: Mapping[str, EmulatorCall] = types.MappingProxyType(self._calls)
+        self._reject: tuple[int, dict[str, Any]] | None = None
+        self._runner: web.AppRunner | None = None
+        self._closed = False
+        self._app = web.Application(middlewares=[_openai_errors])
+        self._app.router.add_post(CALLS_PATH, self._create_call)
+        self._app.router.add_post(CALLS_PATH + "/{call_id}/hangup", self._hangup)
+        self._app.on_shutdown.append(self._on_shutdown)
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
+
+    def reject_next_call(self, status: int, error: dict[str, Any]) -> None:
+        """The next ``POST /calls`` answers ``status`` with ``{"error": error}``."""
+        self._reject = (status, error)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0: any free port); returns the base URL, ``http://…/v1``."""
+        if self._runner is not None:
+            raise RuntimeError("The emulator is already started.")
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        log.info("emulator.started", host=host, port=bound)
+        return f"http://{host}:{bound}/v1"
+
+    async def aclose(self) -> None:
+        """End every call and stop serving. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._end_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _end_all(self) -> None:
+        await asyncio.gather(*(call.end("shutdown") for call in list(self._calls.values())))
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self._end_all()
+
+    def _authorize(self, request: web.Request) -> None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError(
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
+        if self.settings.api_key is not None and token.strip() != self.settings.api_key:
+            raise AuthenticationError("Incorrect API key provided.")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("The emulator is shutting down.")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = PayloadTooLarge(f"The request body is too large; the limit is {limit} bytes.")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        body = bytearray()
+        while chunk := await request.content.read(16 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    async def _create_call(self, request: web.Request) -> web.StreamResponse:
+        if self._reject is not None:
+            (status, error), self._reject = self._reject, None
+            log.info("emulator.call_rejected", status=status)
+            return web.json_response({"error": error}, status=status)
+        self._authorize(request)
+        self._check_open()
+        content_type = request.headers.get("Content-Type", "")
+        request_kind(content_type)  # 415 before reading a body of the wrong kind
+        body = await self._read_body(request)
+        offer = parse_call_request(content_type, body)
+        inspect_offer(offer.sdp)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() != "authorization"
+        )
+        call = EmulatorCall(
+            self.settings.call_options(),
+            request_headers=CIMultiDictProxy(headers),
+            request_kind=offer.kind,
+            initial_session=offer.session,
+        )
+        answer = await call.answer(offer.sdp)
+        self._calls[call.call_id] = call
+        if self._closed:  # aclose() ran while this call was being answered
+            await call.end("shutdown")
+            self._check_open()
+        return web.Response(
+            status=201,
+            body=answer.encode("utf-8"),
+            content_type="application/sdp",
+            headers={"Location": f"{CALLS_PATH}/{call.call_id}"},
+        )
+
+    async def _hangup(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        call_id = request.match_info["call_id"]
+        call = self._calls.get(call_id)
+        if call is None:
+            raise NotFound(f"Call not found: {call_id!r}.", code="call_id_not_found")
+        call.hung_up = True
+        await call.end("hangup")
+        return web.Response(status=200)

@@ -1,0 +1,81 @@
+"""The body of ``POST /v1/realtime/calls``: a raw SDP offer, or multipart ``sdp`` + ``session``.
+
+Pure: no I/O. Raises the gateway's errors, which the server turns into OpenAI-shaped bodies.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from gateway.emulator.session import check_session_type
+from gateway.errors import InvalidRequest, UnsupportedMediaType
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    kind: str
+    """``"sdp"`` or ``"multipart"``."""
+    sdp: str
+    session: dict[str, Any] | None
+
+
+def request_kind(content_type: str) -> str:
+    """``"sdp"`` or ``"multipart"``; any other content type is refused (415)."""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime == "application/sdp":
+        return "sdp"
+    if mime == "multipart/form-data":
+        return "multipart"
+    raise UnsupportedMediaType(
+        f"Unsupported content type: {mime or 'none'!r}. Send the SDP offer as "
+        "'application/sdp', or as 'multipart/form-data' with an 'sdp' part and an optional "
+        "'session' part."
+    )
+
+
+def parse_call_request(content_type: str, body: bytes) -> CallRequest:
+    """``content_type`` is the whole header (a multipart boundary is one of its parameters)."""
+    if request_kind(content_type) == "sdp":
+        return CallRequest("sdp", _text(body, "body"), None)
+    return _multipart(content_type, body)
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"The {what} is not valid UTF-8.", param=what) from None
+
+
+def _multipart(content_type: str, body: bytes) -> CallRequest:
+    # The stdlib MIME parser reads multipart/form-data as it reads any multipart message.
+    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise InvalidRequest("The multipart body is malformed.", code="invalid_multipart")
+    parts: dict[str, bytes] = {}
+    assert isinstance(message, EmailMessage)
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            parts[name] = payload
+    if "sdp" not in parts:
+        raise InvalidRequest(
+            "Missing required parameter: 'sdp'.", code="missing_required_parameter", param="sdp"
+        )
+    session: dict[str, Any] | None = None
+    if "session" in parts:
+        try:
+            decoded = json.loads(_text(parts["session"], "session"))
+        except ValueError:
+            raise InvalidRequest(
+                "The 'session' part is not valid JSON.", code="invalid_json", param="session"
+            ) from None
+        session = check_session_type(decoded, param="session")
+    return CallRequest("multipart", _text(parts["sdp"], "sdp"), session)
