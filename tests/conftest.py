@@ -19,4 +19,4 @@ async def fail_on_leaked_tasks() -> AsyncIterator[None]:
         if not leaked:
             return
         await asyncio.sleep(0.02)
-    pytest.fail(f"Test leaked tasks: {sorted(t.get_name() for t in leaked)}")
+    pytest.fail(f"Test leaked tasks: {sorted(repr(t.get_coro()) for t in leaked)}")

@@ -1,0 +1,106 @@
+"""``realtime-gateway``: ``serve`` runs the gateway; ``emulator`` runs the emulator alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realtime-gateway",
+        description="WebRTC relay gateway for the OpenAI Realtime API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (on the emulator if no key is set)")
+    serve.add_argument("--host", help="address to listen on (GATEWAY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (GATEWAY_PORT, default 8080)")
+    emulator = commands.add_parser("emulator", help="run the Realtime emulator on its own")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8090)
+    emulator.add_argument(
+        "--ice-addresses",
+        default="127.0.0.1",
+        help="comma-separated addresses ICE offers (default 127.0.0.1)",
+    )
+    emulator.add_argument(
+        "--api-key", default=None, help="require this Bearer key (default: accept any)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _emulator(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway import log
+    from gateway.server.app import create_app
+
+    try:
+        settings = Settings.from_env(os.environ, host=args.host, port=args.port)
+    except ConfigError as exc:
+        print(f"realtime-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    secrets = [s.reveal() for s in (settings.openai_api_key, settings.gateway_api_key) if s]
+    log.configure(settings.log_level, settings.log_format, secrets)
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.uses_emulator:
+        # Printed, not logged: the log redactor would mask it, and in emulator mode it
+        # guards nothing that costs money.
+        print(
+            f"realtime-gateway {__version__}: no OPENAI_API_KEY set, so calls go to the built-in "
+            f"Realtime emulator (a test double, not a model).\n"
+            f"  page:        {url}/\n"
+            + (
+                f"  gateway key: {settings.gateway_api_key.reveal()}  (generated for this run; "
+                "set GATEWAY_API_KEY to fix it)\n"
+                if settings.gateway_api_key_generated and settings.gateway_api_key
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
+    )
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from gateway import log
+    from gateway.emulator import Emulator, EmulatorSettings
+
+    log.configure("info", "auto", [args.api_key] if args.api_key else [])
+    addresses = tuple(a.strip() for a in args.ice_addresses.split(",") if a.strip())
+
+    async def run() -> None:
+        emulator = Emulator(EmulatorSettings(ice_addresses=addresses, api_key=args.api_key))
+        base = await emulator.start(args.host, args.port)
+        print(f"Realtime emulator listening: OPENAI_BASE_URL={base}", file=sys.stderr, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await emulator.aclose()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

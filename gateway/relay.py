@@ -1,0 +1,321 @@
+"""A relayed call: the browser leg, the upstream leg, and everything that moves between them.
+
+:func:`open_call` does the signalling — the upstream is dialled while the browser's answer is
+being made, so the gateway adds little to setup beyond the upstream's own SDP exchange.
+:meth:`Call.run` then owns every task of the call; whatever ends it (a hangup, either peer
+failing or closing, a channel closing, the connect watchdog, shutdown), both peers are closed
+and the upstream call is hung up before ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from gateway.errors import GatewayError, UpstreamError
+from gateway.protocol import beta
+from gateway.protocol.events import (
+    client_event_id,
+    encode_event,
+    error_event,
+    parse_event,
+)
+from gateway.protocol.sdp import inspect_offer
+from gateway.rtc.media import RelayTrack, pump_audio
+from gateway.rtc.peer import Message, Peer
+from gateway.upstream.client import UpstreamClient
+
+log = structlog.get_logger(__name__)
+
+Dialect = Literal["ga", "beta"]
+
+
+def new_call_id() -> str:
+    return "rtc_" + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What the web layer hands over once it has authenticated and parsed a call request."""
+
+    offer_sdp: str
+    session: dict[str, Any]
+    dialect: Dialect = "ga"
+    # Digest of the client secret the call was opened with; it may hang the call up.
+    token_digest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LegOptions:
+    ice_addresses: tuple[str, ...] = ()
+    upstream_ice_addresses: tuple[str, ...] = ()
+    connect_timeout: float = 20.0
+
+
+@dataclass
+class CallStats:
+    client_events: int = 0
+    server_events: int = 0
+    client_errors: int = 0
+
+
+@dataclass
+class Call:
+    call_id: str
+    request: CallRequest
+    browser: Peer
+    upstream: Peer
+    client: UpstreamClient
+    upstream_call_id: str | None
+    to_browser: RelayTrack
+    to_upstream: RelayTrack
+    options: LegOptions
+    answer_sdp: str
+    created_at: float = field(default_factory=time.monotonic)
+    stats: CallStats = field(default_factory=CallStats)
+    end_reason: str | None = None
+    on_end: Callable[[Call], Awaitable[None] | None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.request.dialect
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def stop(self, reason: str) -> None:
+        """Ask the call to end; :meth:`run` does the teardown. Safe to call more than once."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._stop.set()
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    async def run(self) -> None:
+        log.info(
+            "call.started",
+            call_id=self.call_id,
+            upstream_call_id=self.upstream_call_id,
+            dialect=self.dialect,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._pump_client_events()),
+                    tg.create_task(self._pump_server_events()),
+                ]
+                if self.browser.remote_audio is not None:
+                    tasks.append(
+                        tg.create_task(pump_audio(self.browser.remote_audio, self.to_upstream))
+                    )
+                if self.upstream.remote_audio is not None:
+                    tasks.append(
+                        tg.create_task(pump_audio(self.upstream.remote_audio, self.to_browser))
+                    )
+                reason = await self._wait_for_end()
+                if self.end_reason is None:
+                    self.end_reason = reason
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._teardown()
+
+    async def _wait_for_end(self) -> str:
+        waits = {
+            asyncio.ensure_future(self._stop.wait()): "stopped",
+            asyncio.ensure_future(self.browser.ended.wait()): "browser",
+            asyncio.ensure_future(self.upstream.ended.wait()): "upstream",
+            asyncio.ensure_future(self._watch_connect()): "connect_timeout",
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        which = waits[next(iter(done))]
+        if which == "browser":
+            return f"browser_{self.browser.end_reason}"
+        if which == "upstream":
+            return f"upstream_{self.upstream.end_reason}"
+        return self.end_reason or which
+
+    async def _watch_connect(self) -> None:
+        """Returns (ending the call) if the browser is not connected in time; else waits forever."""
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                await asyncio.gather(
+                    self.browser.connected.wait(), self.browser.channel_open.wait()
+                )
+        except TimeoutError:
+            log.warning(
+                "call.connect_timeout", call_id=self.call_id, timeout=self.options.connect_timeout
+            )
+            return
+        await asyncio.Event().wait()
+
+    async def _pump_client_events(self) -> None:
+        while True:
+            message = await self.browser.inbox.get()
+            self.stats.client_events += 1
+            try:
+                event = parse_event(message)
+            except GatewayError as exc:
+                self._reject(exc, None)
+                continue
+            if self.dialect == "beta":
+                translated = beta.client_event_to_ga(event)
+                if translated is not event:
+                    message = encode_event(translated)
+            self.upstream.send(message)
+
+    async def _pump_server_events(self) -> None:
+        while True:
+            message = await self.upstream.inbox.get()
+            self.stats.server_events += 1
+            if self.dialect == "beta":
+                translated = _server_message_to_beta(message)
+                if translated is None:
+                    continue
+                message = translated
+            self.browser.send(message)
+
+    def _reject(self, error: GatewayError, event: dict[str, Any] | None) -> None:
+        self.stats.client_errors += 1
+        log.info("call.client_event_rejected", call_id=self.call_id, code=error.code)
+        self.browser.send(
+            encode_event(
+                error_event(error, client_event_id=client_event_id(event) if event else None)
+            )
+        )
+
+    async def _teardown(self) -> None:
+        reason = self.end_reason or "unknown"
+        if reason.startswith("upstream_") and self.browser.channel_open.is_set():
+            # Tell the browser why, in the shape it knows, before its peer goes away.
+            self.browser.send(
+                encode_event(
+                    error_event(
+                        UpstreamError("The upstream ended the call.", code="upstream_ended")
+                    )
+                )
+            )
+            await _drain(self.browser)
+        self.to_browser.finish()
+        self.to_upstream.finish()
+        await asyncio.gather(self.browser.close(), self.upstream.close())
+        if self.upstream_call_id is not None:
+            try:
+                await self.client.hangup(self.upstream_call_id)
+            except GatewayError as exc:
+                log.warning(
+                    "call.upstream_hangup_failed",
+                    call_id=self.call_id,
+                    upstream_call_id=self.upstream_call_id,
+                    code=exc.code,
+                )
+        duration = time.monotonic() - self.created_at
+        log.info(
+            "call.ended",
+            call_id=self.call_id,
+            upstream_call_id=self.upstream_call_id,
+            reason=reason,
+            duration_s=round(duration, 3),
+            client_events=self.stats.client_events,
+            server_events=self.stats.server_events,
+        )
+        self._done.set()
+        if self.on_end is not None:
+            result = self.on_end(self)
+            if result is not None:
+                await result
+
+
+def _server_message_to_beta(message: Message) -> Message | None:
+    try:
+        event = parse_event(message)
+    except GatewayError:
+        return message
+    translated = beta.server_event_to_beta(event)
+    if translated is None:
+        return None
+    return message if translated is event else encode_event(translated)
+
+
+async def _drain(peer: Peer, limit: float = 0.5) -> None:
+    """Give queued data-channel bytes a moment to leave before the peer is closed."""
+    channel = peer.channel
+    if channel is None:
+        return
+    deadline = time.monotonic() + limit
+    await asyncio.sleep(0.05)
+    # Polled: aiortc's "bufferedamountlow" fires only when crossing the threshold.
+    while channel.bufferedAmount > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+async def open_call(
+    call_id: str,
+    request: CallRequest,
+    *,
+    client: UpstreamClient,
+    options: LegOptions,
+) -> Call:
+    """Answer the browser and dial the upstream concurrently; return a call ready to :meth:`run`.
+
+    Raises a :class:`GatewayError` (bad offer, upstream refused, timeout) with nothing left open.
+    """
+    inspect_offer(request.offer_sdp)
+    browser = Peer("browser", ice_addresses=options.ice_addresses)
+    upstream = Peer("upstream", ice_addresses=options.upstream_ice_addresses)
+    to_browser, to_upstream = RelayTrack(), RelayTrack()
+    dial: asyncio.Future[Any] | None = None
+    try:
+        upstream_offer = await upstream.offer(to_upstream)
+        dial = asyncio.ensure_future(client.create_call(upstream_offer, request.session))
+        answer_sdp = await browser.answer(request.offer_sdp, to_browser)
+        upstream_answer = await dial
+        await upstream.accept_answer(upstream_answer.sdp)
+    except BaseException:
+        if dial is not None and not dial.done():
+            dial.cancel()
+            await asyncio.gather(dial, return_exceptions=True)
+        elif dial is not None and dial.done() and not dial.cancelled() and dial.exception() is None:
+            # The upstream call exists but we are failing: do not leave it billing.
+            await _hangup_quietly(client, dial.result().call_id)
+        to_browser.finish()
+        to_upstream.finish()
+        await asyncio.gather(browser.close(), upstream.close())
+        raise
+    call = Call(
+        call_id=call_id,
+        request=request,
+        browser=browser,
+        upstream=upstream,
+        client=client,
+        upstream_call_id=upstream_answer.call_id,
+        to_browser=to_browser,
+        to_upstream=to_upstream,
+        options=options,
+        answer_sdp=answer_sdp,
+    )
+    return call
+
+
+async def _hangup_quietly(client: UpstreamClient, upstream_call_id: str | None) -> None:
+    if upstream_call_id is None:
+        return
+    try:
+        await client.hangup(upstream_call_id)
+    except GatewayError:
+        log.warning("call.upstream_hangup_failed", upstream_call_id=upstream_call_id)

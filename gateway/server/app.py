@@ -1,0 +1,79 @@
+"""``create_app()``: the aiohttp application, its routes, middlewares and lifecycle."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from gateway.config import Secret, Settings
+from gateway.emulator import Emulator, EmulatorSettings
+from gateway.server import pages, realtime
+from gateway.server.middlewares import cors_middleware, errors_middleware, headers_middleware
+from gateway.server.state import STATE, GatewayState
+from gateway.tokens import ClientSecretStore
+from gateway.upstream.client import UpstreamClient
+
+log = structlog.get_logger(__name__)
+
+# Room for a maximal SDP inside multipart framing; larger bodies are refused outright.
+BODY_SLACK = 16 * 1024
+
+
+def create_app(settings: Settings) -> web.Application:
+    state = GatewayState(
+        settings=settings,
+        secrets=ClientSecretStore(single_use=settings.client_secret_single_use),
+    )
+    app = web.Application(
+        middlewares=[
+            cors_middleware(settings.cors_origins),
+            errors_middleware,
+            headers_middleware,
+        ],
+        client_max_size=settings.max_sdp_bytes + BODY_SLACK,
+    )
+    app[STATE] = state
+    realtime.add_routes(app)
+    pages.add_routes(app, demo=settings.demo_enabled)
+    # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
+    app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_calls)
+    return app
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    settings = state.settings
+    async with aiohttp.ClientSession() as http:
+        emulator: Emulator | None = None
+        if settings.openai_api_key is None:
+            # A fresh internal key per run: the emulator answers only this gateway.
+            internal = Secret("sk-emulator-" + secrets.token_urlsafe(16))
+            emulator = Emulator(
+                EmulatorSettings(
+                    ice_addresses=settings.upstream_ice_addresses or ("127.0.0.1",),
+                    api_key=internal.reveal(),
+                )
+            )
+            base_url, key = await emulator.start(), internal
+        else:
+            base_url, key = settings.openai_base_url, settings.openai_api_key
+        state.emulator = emulator
+        state.upstream_base_url = base_url
+        state.client = UpstreamClient(http, base_url, key, timeout=settings.upstream_timeout)
+        log.info("upstream.ready", upstream="emulator" if emulator else "openai", base_url=base_url)
+        try:
+            yield
+        finally:
+            state.client = None
+            if emulator is not None:
+                await emulator.aclose()
+
+
+async def _calls(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[STATE].calls.close_all("shutdown")

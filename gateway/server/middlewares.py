@@ -1,0 +1,107 @@
+"""Cross-cutting HTTP concerns: OpenAI-shaped errors, CORS, and response hardening."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import GatewayError, PermissionDenied, RateLimited, Unavailable
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# What OpenAI's own browser clients send on a call (protocol.md §5).
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-OpenAI-Agents-SDK, OpenAI-Safety-Identifier"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_MAX_AGE = "600"
+
+
+def error_response(error: GatewayError) -> web.Response:
+    response = web.json_response(error.to_body(), status=error.status)
+    if isinstance(error, RateLimited | Unavailable):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+_HTTP_CODES = {
+    404: ("not_found", "Unknown URL: {method} {path}."),
+    405: ("method_not_allowed", "{method} is not allowed on {path}."),
+    413: ("payload_too_large", "The request body is too large."),
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {message, type, code, param}}``; never a traceback."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, template = _HTTP_CODES.get(exc.status, ("http_error", "{reason}."))
+        message = template.format(method=request.method, path=request.path, reason=exc.reason)
+        err = GatewayError(message, code=code, status=exc.status)
+        err.type = "invalid_request_error" if exc.status < 500 else "server_error"
+        response = error_response(err)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("http.unhandled_error", method=request.method, path=request.path)
+        return error_response(
+            GatewayError(
+                "The gateway had an internal error; it has been logged.", code="internal_error"
+            )
+        )
+
+
+def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    allow_any = "*" in origins
+
+    def allowed(origin: str) -> bool:
+        return allow_any or origin.rstrip("/") in origins
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return await handler(request)
+        if not allowed(origin):
+            return error_response(
+                PermissionDenied(
+                    f"Origin {origin!r} is not allowed by this gateway (GATEWAY_CORS_ORIGINS).",
+                    code="origin_not_allowed",
+                )
+            )
+        preflight = (
+            request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        )
+        if preflight:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", CORS_ALLOW_HEADERS
+            )
+            response.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
+        response.headers["Access-Control-Expose-Headers"] = "Location"
+        if not allow_any:
+            response.headers.add("Vary", "Origin")
+        return response
+
+    return middleware
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response

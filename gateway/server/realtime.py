@@ -1,0 +1,177 @@
+"""OpenAI's Realtime HTTP API as the browser and the app's backend see it (protocol.md §1-2, §7).
+
+GA: ``POST /v1/realtime/client_secrets``, ``POST /v1/realtime/calls``,
+``POST /v1/realtime/calls/{call_id}/hangup``. Beta, for apps written before GA:
+``POST /v1/realtime/sessions`` and ``POST /v1/realtime?model=…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import AuthenticationError, NotFound, Unavailable
+from gateway.protocol import beta
+from gateway.protocol.session import check_session, parse_client_secret_request
+from gateway.relay import CallRequest, Dialect, new_call_id, open_call
+from gateway.server.auth import identify, require_server
+from gateway.server.body import read_json, read_offer
+from gateway.server.state import STATE, GatewayState
+from gateway.tokens import token_digest
+
+log = structlog.get_logger(__name__)
+
+HANGUP_WAIT = 10.0
+
+
+def _state(request: web.Request) -> GatewayState:
+    return request.app[STATE]
+
+
+def _mint(state: GatewayState, requested: dict[str, Any], ttl: int) -> dict[str, Any]:
+    token, secret = state.secrets.mint(requested, ttl)
+    return {
+        "value": token,
+        "expires_at": secret.expires_at,
+        "session": state.resolve_session(requested),
+    }
+
+
+async def client_secrets(request: web.Request) -> web.Response:
+    """Mint an ``ek_`` client secret for a browser; the app's backend calls this."""
+    state = _state(request)
+    require_server(request, state)
+    ttl, requested = parse_client_secret_request(
+        await read_json(request), state.settings.client_secret_ttl
+    )
+    body = _mint(state, requested, ttl)
+    log.info("client_secret.minted", expires_at=body["expires_at"])
+    return web.json_response(body)
+
+
+async def beta_sessions(request: web.Request) -> web.Response:
+    """Beta ``POST /v1/realtime/sessions``: a flat session body, ``client_secret`` in the reply."""
+    state = _state(request)
+    require_server(request, state)
+    body = await read_json(request)
+    if body is not None and not isinstance(body, dict):
+        check_session(body)  # raises the right 400
+    ttl, requested = parse_client_secret_request(
+        beta.client_secret_request_from_beta(body or {}), state.settings.client_secret_ttl
+    )
+    minted = _mint(state, requested, ttl)
+    view = beta.client_secret_response_to_beta(minted)
+    view.setdefault("id", "sess_" + secrets.token_hex(12))
+    view.setdefault("object", "realtime.session")
+    log.info("client_secret.minted", expires_at=minted["expires_at"], dialect="beta")
+    return web.json_response(view)
+
+
+async def create_call(request: web.Request) -> web.Response:
+    """GA ``POST /v1/realtime/calls``: SDP offer in, 201 with the SDP answer out."""
+    return await _create_call(request, "ga")
+
+
+async def beta_call(request: web.Request) -> web.Response:
+    """Beta ``POST /v1/realtime?model=…`` with a raw SDP offer."""
+    return await _create_call(request, "beta")
+
+
+async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
+    state = _state(request)
+    caller = identify(request, state)
+    digest: bytes | None = None
+    token_session: dict[str, Any] | None = None
+    if not caller.is_server:
+        # Check the secret before reading the body, but consume it only once the call exists,
+        # so a bad offer or an upstream hiccup does not burn a single-use secret.
+        secret = state.secrets.peek(caller.token)
+        digest, token_session = secret.digest, secret.session
+    body = await read_offer(request, state.settings.max_sdp_bytes)
+    overrides: list[dict[str, Any] | None] = []
+    if dialect == "beta" and request.query.get("model"):
+        overrides.append({"model": request.query["model"]})
+    if body.session is not None:
+        overrides.append(check_session(body.session))
+    # What the app's backend put in the client secret wins over what the browser asks for.
+    overrides.append(token_session)
+    if state.client is None:
+        raise Unavailable("The gateway is starting up; try again in a moment.")
+    call_id = new_call_id()
+    structlog.contextvars.bind_contextvars(call_id=call_id)
+    started = time.monotonic()
+    call = await open_call(
+        call_id,
+        CallRequest(
+            offer_sdp=body.sdp,
+            session=state.resolve_session(*overrides),
+            dialect=dialect,
+            token_digest=digest,
+        ),
+        client=state.client,
+        options=state.leg_options,
+    )
+    if not caller.is_server:
+        try:
+            state.secrets.redeem(caller.token)
+        except AuthenticationError:
+            # Another request redeemed this single-use secret first.
+            call.stop("token_reused")
+            await call.run()
+            raise
+    state.calls.start(call)
+    log.info(
+        "call.answered",
+        call_id=call_id,
+        upstream_call_id=call.upstream_call_id,
+        kind=body.kind,
+        dialect=dialect,
+        setup_ms=round((time.monotonic() - started) * 1000),
+    )
+    return web.Response(
+        status=201,
+        text=call.answer_sdp,
+        content_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{call_id}"},
+    )
+
+
+async def hangup(request: web.Request) -> web.Response:
+    """End a call: the app's backend (gateway key) or the browser that opened it (its secret)."""
+    state = _state(request)
+    caller = identify(request, state)
+    call_id = request.match_info["call_id"]
+    try:
+        call = state.calls.get(call_id)
+    except NotFound:
+        call = None
+    allowed = call is not None and (
+        caller.is_server
+        or (
+            call.request.token_digest is not None
+            and secrets.compare_digest(call.request.token_digest, token_digest(caller.token))
+        )
+    )
+    if call is None or not allowed:
+        # The same answer for "no such call" and "not yours": no probing for live call ids.
+        raise NotFound(f"No call found with id '{call_id}'.", param="call_id")
+    call.stop("hangup")
+    try:
+        async with asyncio.timeout(HANGUP_WAIT):
+            await call.wait_done()
+    except TimeoutError:
+        log.warning("call.hangup_slow", call_id=call_id)
+    return web.Response(status=200)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/realtime/client_secrets", client_secrets)
+    app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
+    app.router.add_post("/v1/realtime/sessions", beta_sessions)
+    app.router.add_post("/v1/realtime", beta_call)

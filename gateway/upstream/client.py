@@ -1,0 +1,157 @@
+"""The HTTP side of the upstream leg: OpenAI's GA ``/realtime/calls`` contract.
+
+The only module that knows the upstream URL layout and sends the OpenAI key. Project keys go
+as ``multipart/form-data`` (``sdp`` + ``session``), never as raw SDP, which OpenAI reserves for
+ephemeral tokens (protocol.md §1). No ``OpenAI-Beta`` header, ever. Upstream error bodies are
+translated into our error tree and their messages scrubbed: OpenAI's 401 text quotes part of
+the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from gateway.config import Secret
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.log import redact_text
+from gateway.protocol.sdp import call_id_from_location
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = "realtime-gateway"
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    sdp: str
+    call_id: str | None
+
+
+class UpstreamClient:
+    """Creates and hangs up upstream calls; constructed once per app, shared by all calls."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        api_key: Secret,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+
+    @property
+    def calls_url(self) -> str:
+        return f"{self._base_url}/realtime/calls"
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._api_key.reveal()}",
+            "User-Agent": USER_AGENT,
+        }
+
+    async def create_call(self, offer_sdp: str, session: dict[str, Any]) -> UpstreamAnswer:
+        """POST the offer; return the SDP answer and the upstream ``rtc_…`` call id."""
+        form = aiohttp.FormData()
+        form.add_field("sdp", offer_sdp, content_type="application/sdp")
+        form.add_field("session", json.dumps(session), content_type="application/json")
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(
+                    self.calls_url, data=form, headers=self._headers()
+                ) as response:
+                    body = await response.text()
+                    if response.status not in (200, 201):
+                        raise _status_error(response.status, body)
+                    location = response.headers.get("Location", "")
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream did not answer the call within {self._timeout:g} s.",
+            ) from None
+        except aiohttp.ClientError as exc:
+            # The exception text can echo request details; keep only its class.
+            raise UpstreamError(
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+        if not body.lstrip().startswith("v=0"):
+            raise UpstreamError(
+                "The upstream answered the call with something that is not an SDP answer.",
+                code="upstream_bad_answer",
+            )
+        return UpstreamAnswer(sdp=body, call_id=call_id_from_location(location))
+
+    async def hangup(self, call_id: str) -> None:
+        """``POST /realtime/calls/{id}/hangup``; an already-ended call (404) counts as done."""
+        url = f"{self.calls_url}/{call_id}/hangup"
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(url, headers=self._headers()) as response:
+                    body = await response.text()
+                    if response.status >= 400 and response.status != 404:
+                        raise _status_error(response.status, body)
+        except TimeoutError:
+            raise UpstreamTimeout("The upstream did not answer the hangup in time.") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Could not reach the upstream to hang up ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+
+
+def _status_error(status: int, body: str) -> UpstreamError:
+    """Translate an upstream non-2xx into our error tree, keeping what helps the caller."""
+    message, code, param = "", None, None
+    try:
+        parsed = json.loads(body)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+    except ValueError:
+        pass
+    message = redact_text(message)
+    if status in (401, 403):
+        # The browser's credentials were fine; ours were not. Never echo OpenAI's text here.
+        return UpstreamError(
+            "The upstream rejected the gateway's credentials; check OPENAI_API_KEY.",
+            upstream_status=status,
+            code="upstream_auth_failed",
+            status=502,
+        )
+    if status == 429:
+        err = UpstreamError(
+            f"The upstream is rate limiting: {message or 'too many requests'}",
+            upstream_status=status,
+            code=code or "rate_limit_exceeded",
+            status=429,
+        )
+        err.type = "rate_limit_error"
+        return err
+    if 400 <= status < 500:
+        # Most often the session configuration the app asked for; the message says what.
+        err = UpstreamError(
+            message or f"The upstream refused the call (HTTP {status}).",
+            upstream_status=status,
+            code=code or "upstream_rejected",
+            param=param,
+            status=400,
+        )
+        err.type = "invalid_request_error"
+        return err
+    return UpstreamError(
+        f"The upstream failed (HTTP {status}){': ' + message if message else ''}.",
+        upstream_status=status,
+        code=code or "upstream_error",
+        status=502,
+    )
