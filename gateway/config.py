@@ -8,12 +8,22 @@ traceback shows them.
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN/TURN server, as the W3C RTCIceServer has it."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: Secret | None = None
 
 
 class ConfigError(ValueError):
@@ -66,6 +76,17 @@ class Settings:
     upstream_timeout: float = 10.0
     log_level: str = "info"
     log_format: str = "auto"
+    # How audio crosses the gateway: forwarded as encoded Opus, or decoded and re-encoded.
+    media: str = "passthrough"
+    max_calls: int = 100
+    connect_timeout: float = 20.0
+    drain_timeout: float = 30.0
+    # (low, high) inclusive UDP port range for every ICE socket; None lets the OS choose.
+    ice_port_range: tuple[int, int] | None = None
+    # 1:1 NAT: the address browsers are told to send media to.
+    public_ip: str | None = None
+    ice_servers: tuple[IceServer, ...] = ()
+    upstream_ice_servers: tuple[IceServer, ...] = ()
 
     @property
     def uses_emulator(self) -> bool:
@@ -134,6 +155,24 @@ class Settings:
                 "GATEWAY_LOG_FORMAT",
                 env.get("GATEWAY_LOG_FORMAT", "auto").lower(),
                 ("auto", "json", "console"),
+            ),
+            "media": _choice(
+                "GATEWAY_MEDIA",
+                env.get("GATEWAY_MEDIA", "passthrough").lower(),
+                ("passthrough", "transcode"),
+            ),
+            "max_calls": _int("GATEWAY_MAX_CALLS", env.get("GATEWAY_MAX_CALLS"), 100, 1, 100000),
+            "connect_timeout": _float(
+                "GATEWAY_CONNECT_TIMEOUT", env.get("GATEWAY_CONNECT_TIMEOUT"), 20.0, 1.0, 300.0
+            ),
+            "drain_timeout": _float(
+                "GATEWAY_DRAIN_TIMEOUT", env.get("GATEWAY_DRAIN_TIMEOUT"), 30.0, 0.0, 86400.0
+            ),
+            "ice_port_range": _port_range(env.get("GATEWAY_ICE_PORT_RANGE")),
+            "public_ip": _public_ip(env.get("GATEWAY_PUBLIC_IP")),
+            "ice_servers": _ice_servers("GATEWAY_ICE_SERVERS", env.get("GATEWAY_ICE_SERVERS")),
+            "upstream_ice_servers": _ice_servers(
+                "GATEWAY_UPSTREAM_ICE_SERVERS", env.get("GATEWAY_UPSTREAM_ICE_SERVERS")
             ),
         }
         names = {f.name for f in fields(cls)}
@@ -223,3 +262,69 @@ def _origins(raw: str) -> tuple[str, ...]:
                 f"https://app.example.com, got {origin!r}"
             )
     return origins or ("*",)
+
+
+def _port_range(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    low, sep, high = raw.partition("-")
+    try:
+        lo, hi = int(low), int(high if sep else low)
+    except ValueError:
+        raise ConfigError(
+            f"GATEWAY_ICE_PORT_RANGE must look like 40000-40100, got {raw!r}"
+        ) from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise ConfigError(
+            f"GATEWAY_ICE_PORT_RANGE must be within 1024-65535 with low <= high, got {raw!r}"
+        )
+    return lo, hi
+
+
+def _public_ip(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ConfigError(f"GATEWAY_PUBLIC_IP must be an IP address, got {raw!r}") from None
+
+
+def _ice_servers(name: str, raw: str | None) -> tuple[IceServer, ...]:
+    """JSON as in RTCConfiguration.iceServers, or comma-separated credential-less URLs."""
+    if raw is None:
+        return ()
+    text = raw.strip()
+    if not text.startswith("["):
+        entries: list[Any] = [{"urls": u.strip()} for u in text.split(",") if u.strip()]
+    else:
+        try:
+            entries = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{name} is not valid JSON") from None
+        if not isinstance(entries, list):
+            raise ConfigError(f"{name} must be a JSON list of {{urls, username, credential}}")
+    servers = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "urls" not in entry:
+            raise ConfigError(f"{name}: every entry needs 'urls'")
+        urls = entry["urls"]
+        urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        for url in urls:
+            if not isinstance(url, str) or not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(
+                    f"{name}: URLs must start with stun:, turn: or turns:, got {url!r}"
+                )
+        if any(u.startswith("turn") for u in urls) and not (
+            entry.get("username") and entry.get("credential")
+        ):
+            raise ConfigError(f"{name}: TURN servers need a username and a credential")
+        credential = entry.get("credential")
+        servers.append(
+            IceServer(
+                urls=urls,
+                username=entry.get("username"),
+                credential=Secret(str(credential)) if credential else None,
+            )
+        )
+    return tuple(servers)

@@ -79,3 +79,48 @@ class TestSettings:
     def test_secret_equality_is_by_value(self) -> None:
         """Secrets compare by value without revealing it."""
         assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+class TestNetworkSettings:
+    def test_port_range_public_ip_and_ice_servers(self) -> None:
+        """Container networking settings are parsed and credentials kept secret."""
+        s = Settings.from_env(
+            {
+                "GATEWAY_ICE_PORT_RANGE": "40000-40100",
+                "GATEWAY_PUBLIC_IP": "203.0.113.7",
+                "GATEWAY_ICE_SERVERS": '[{"urls":["turn:127.0.0.1:3479?transport=udp"],'
+                '"username":"u","credential":"pw-secret"}]',
+                "GATEWAY_UPSTREAM_ICE_SERVERS": "stun:127.0.0.1:3478",
+                "GATEWAY_MEDIA": "transcode",
+                "GATEWAY_MAX_CALLS": "5",
+                "GATEWAY_DRAIN_TIMEOUT": "12.5",
+            }
+        )
+        assert s.ice_port_range == (40000, 40100)
+        assert s.public_ip == "203.0.113.7"
+        assert s.ice_servers[0].urls == ("turn:127.0.0.1:3479?transport=udp",)
+        assert s.ice_servers[0].username == "u"
+        assert "pw-secret" not in repr(s)
+        assert s.upstream_ice_servers[0].urls == ("stun:127.0.0.1:3478",)
+        assert (s.media, s.max_calls, s.drain_timeout) == ("transcode", 5, 12.5)
+
+    @pytest.mark.parametrize(
+        ("env", "needle"),
+        [
+            ({"GATEWAY_ICE_PORT_RANGE": "40000"}, None),
+            ({"GATEWAY_ICE_PORT_RANGE": "a-b"}, "40000-40100"),
+            ({"GATEWAY_ICE_PORT_RANGE": "500-600"}, "1024-65535"),
+            ({"GATEWAY_PUBLIC_IP": "gw.example.com"}, "GATEWAY_PUBLIC_IP"),
+            ({"GATEWAY_ICE_SERVERS": "[{"}, "not valid JSON"),
+            ({"GATEWAY_ICE_SERVERS": "http://x"}, "stun:, turn:"),
+            ({"GATEWAY_ICE_SERVERS": "turn:127.0.0.1:3478"}, "username and a credential"),
+            ({"GATEWAY_MEDIA": "magic"}, "GATEWAY_MEDIA"),
+        ],
+    )
+    def test_bad_network_values(self, env: dict[str, str], needle: str | None) -> None:
+        """Bad values are explained; a single port is a valid one-port range."""
+        if needle is None:
+            assert Settings.from_env(env).ice_port_range == (40000, 40000)
+            return
+        with pytest.raises(ConfigError, match=needle):
+            Settings.from_env(env)
