@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import structlog
 
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError, InvalidOffer, UpstreamError
 from gateway.protocol import beta
 from gateway.protocol.events import (
     client_event_id,
@@ -27,7 +27,14 @@ from gateway.protocol.events import (
     parse_event,
 )
 from gateway.protocol.sdp import inspect_offer
-from gateway.rtc.media import RelayTrack, pump_audio
+from gateway.rtc.media import (
+    MediaMode,
+    PacketForwarder,
+    RelayTrack,
+    choose_codec,
+    forward_encoded,
+    pump_audio,
+)
 from gateway.rtc.peer import Message, Peer
 from gateway.upstream.client import UpstreamClient
 
@@ -56,6 +63,7 @@ class LegOptions:
     ice_addresses: tuple[str, ...] = ()
     upstream_ice_addresses: tuple[str, ...] = ()
     connect_timeout: float = 20.0
+    media: MediaMode = "passthrough"
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Call:
     to_upstream: RelayTrack
     options: LegOptions
     answer_sdp: str
+    forwarders: tuple[PacketForwarder, ...] = ()
     created_at: float = field(default_factory=time.monotonic)
     stats: CallStats = field(default_factory=CallStats)
     end_reason: str | None = None
@@ -275,15 +284,27 @@ async def open_call(
 
     Raises a :class:`GatewayError` (bad offer, upstream refused, timeout) with nothing left open.
     """
-    inspect_offer(request.offer_sdp)
+    offer = inspect_offer(request.offer_sdp)
+    codec = choose_codec(offer.audio_codecs)
+    if codec is None:
+        raise InvalidOffer(
+            "The SDP offer has no audio codec the gateway can relay: offer Opus, PCMU or PCMA."
+        )
     browser = Peer("browser", ice_addresses=options.ice_addresses)
     upstream = Peer("upstream", ice_addresses=options.upstream_ice_addresses)
     to_browser, to_upstream = RelayTrack(), RelayTrack()
     dial: asyncio.Future[Any] | None = None
     try:
-        upstream_offer = await upstream.offer(to_upstream)
+        upstream_offer = await upstream.offer(to_upstream, codec)
         dial = asyncio.ensure_future(client.create_call(upstream_offer, request.session))
-        answer_sdp = await browser.answer(request.offer_sdp, to_browser)
+        answer_sdp = await browser.answer(request.offer_sdp, to_browser, codec)
+        forwarders: tuple[PacketForwarder, ...] = ()
+        if options.media == "passthrough":
+            assert browser.audio_receiver is not None and upstream.audio_receiver is not None
+            forwarders = (
+                forward_encoded(browser.audio_receiver, to_upstream, codec.clockRate),
+                forward_encoded(upstream.audio_receiver, to_browser, codec.clockRate),
+            )
         upstream_answer = await dial
         await upstream.accept_answer(upstream_answer.sdp)
     except BaseException:
@@ -308,6 +329,7 @@ async def open_call(
         to_upstream=to_upstream,
         options=options,
         answer_sdp=answer_sdp,
+        forwarders=forwarders,
     )
     return call
 

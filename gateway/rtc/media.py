@@ -1,25 +1,71 @@
 """The media path: audio from one leg's receiver to the other leg's sender.
 
-Each direction is a :class:`RelayTrack` fed by :func:`pump_audio` from the far leg's remote
-track. The track queue is bounded and drops the oldest audio when the sending leg is not
-consuming yet (it is still connecting), so a late-connecting leg starts with fresh audio
-instead of a burst of stale frames.
+Two modes, chosen by ``GATEWAY_MEDIA``:
+
+``passthrough`` (default)
+    Encoded payloads are forwarded as they arrive: a :class:`PacketForwarder` stands in for the
+    receiving RTCRtpReceiver's jitter buffer and pushes each payload, as an ``av.Packet``, to
+    the far leg's :class:`RelayTrack`, whose RTCRtpSender only packetises it (``pack()``).
+    Nothing is decoded or encoded and no jitter buffer delays the audio; the far end's own
+    jitter buffer does that job once. Both legs are pinned to the same codec.
+
+``transcode``
+    aiortc's default path: decode (with its fixed 80 ms jitter buffer), then re-encode. Kept
+    as the compatibility fallback and the benchmark's baseline.
+
+aiortc has no public hook for encoded frames on the receive side; the forwarder replaces one
+private attribute per receiver (``_RTCRtpReceiver__jitter_buffer``), checked at import against
+aiortc 1.16.0 by :func:`check_aiortc_hooks`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Any, Literal
 
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+MediaMode = Literal["passthrough", "transcode"]
 
 # 25 frames of 20 ms: half a second of slack before the oldest audio is dropped.
 QUEUE_FRAMES = 25
+# In order of preference; all three are what OpenAI answers with (protocol.md §3).
+CODEC_PREFERENCE = ("opus", "pcmu", "pcma")
+_JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+def check_aiortc_hooks() -> None:
+    """Fail loudly if aiortc no longer has the receiver attribute passthrough replaces."""
+    if _JITTER_BUFFER_ATTR not in RTCRtpReceiver.__init__.__code__.co_names:
+        raise RuntimeError(
+            "aiortc's RTCRtpReceiver has no __jitter_buffer any more: the passthrough media path "
+            "was written for aiortc 1.16.0. Set GATEWAY_MEDIA=transcode or pin aiortc."
+        )
+
+
+def choose_codec(offered: Iterable[str]) -> RTCRtpCodecCapability | None:
+    """The codec both legs will use: the most preferred one the browser offered."""
+    names = {name.lower() for name in offered}
+    capabilities = RTCRtpSender.getCapabilities("audio").codecs
+    for name in CODEC_PREFERENCE:
+        if name in names:
+            for capability in capabilities:
+                if capability.mimeType.lower() == f"audio/{name}":
+                    return capability
+    return None
 
 
 class RelayTrack(MediaStreamTrack):
-    """An outgoing audio track fed by :meth:`push`; what the sending leg's RTCRtpSender reads."""
+    """An outgoing audio track fed by :meth:`push`; what the sending leg's RTCRtpSender reads.
+
+    Carries ``av.AudioFrame``s (transcode) or encoded ``av.Packet``s (passthrough).
+    """
 
     kind = "audio"
 
@@ -35,6 +81,7 @@ class RelayTrack(MediaStreamTrack):
         if self._ended:
             return
         if len(self._frames) == self._frames.maxlen:
+            # The sending leg is not consuming yet (still connecting): stale audio goes first.
             self.frames_dropped += 1
         self._frames.append(frame)
         self.frames_in += 1
@@ -58,8 +105,52 @@ class RelayTrack(MediaStreamTrack):
         super().stop()
 
 
+class PacketForwarder:
+    """Stands in for an audio receiver's jitter buffer, forwarding payloads undecoded.
+
+    aiortc calls :meth:`add` on the event loop for every RTP packet, after its own RTCP
+    statistics, RTX unwrapping and depayloading. Timestamps are unwrapped here (not with aiortc's
+    TimestampMapper, which mistakes reordering for a wrap): a late or duplicate packet is dropped,
+    and a gap (loss, DTX) becomes a jump in ``pts``, which the far sender turns into the same
+    jump in RTP time, so the far end's jitter buffer sees the true timeline.
+    """
+
+    capacity = 16  # read by nothing we know of; kept for parity with JitterBuffer
+
+    def __init__(self, sink: RelayTrack, clock_rate: int) -> None:
+        self._sink = sink
+        self._time_base = Fraction(1, clock_rate)
+        self._last_timestamp: int | None = None
+        self._pts = 0
+        self.packets = 0
+        self.dropped_late = 0
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        timestamp = int(packet.timestamp)
+        if self._last_timestamp is not None:
+            delta = (timestamp - self._last_timestamp) & 0xFFFFFFFF
+            if delta == 0 or delta >= 1 << 31:
+                self.dropped_late += 1
+                return False, None
+            self._pts += delta
+        self._last_timestamp = timestamp
+        encoded = av.Packet(packet._data)
+        encoded.pts = self._pts
+        encoded.time_base = self._time_base
+        self.packets += 1
+        self._sink.push(encoded)
+        return False, None  # nothing for aiortc's decoder
+
+
+def forward_encoded(receiver: RTCRtpReceiver, sink: RelayTrack, clock_rate: int) -> PacketForwarder:
+    """Route ``receiver``'s audio, still encoded, into ``sink``. Call before media flows."""
+    forwarder = PacketForwarder(sink, clock_rate)
+    setattr(receiver, _JITTER_BUFFER_ATTR, forwarder)
+    return forwarder
+
+
 async def pump_audio(source: MediaStreamTrack, sink: RelayTrack) -> None:
-    """Copy audio from ``source`` into ``sink`` until the source ends."""
+    """Transcode mode: copy decoded frames from ``source`` into ``sink`` until it ends."""
     try:
         while True:
             sink.push(await source.recv())

@@ -18,10 +18,12 @@ from aiortc import (
     RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from gateway.errors import InvalidOffer
 from gateway.rtc import ice
@@ -103,6 +105,7 @@ class Peer:
         self.channel: RTCDataChannel | None = None
         self.inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
         self.remote_audio: MediaStreamTrack | None = None
+        self.audio_receiver: RTCRtpReceiver | None = None
         self.channel_open = asyncio.Event()
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
@@ -116,7 +119,12 @@ class Peer:
 
     # -- signalling -------------------------------------------------------------------------
 
-    async def answer(self, offer_sdp: str, outgoing_audio: MediaStreamTrack) -> str:
+    async def answer(
+        self,
+        offer_sdp: str,
+        outgoing_audio: MediaStreamTrack,
+        codec: RTCRtpCodecCapability | None = None,
+    ) -> str:
         """Answer a browser's offer, sending ``outgoing_audio`` back on its audio m-line."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -128,14 +136,22 @@ class Peer:
         # The first audio m-line carries the conversation, both ways, whatever the offer said.
         audio[0].direction = "sendrecv"
         audio[0].sender.replaceTrack(outgoing_audio)
+        if codec is not None:
+            audio[0].setCodecPreferences([codec])
+        self.audio_receiver = audio[0].receiver
         answer = await self.pc.createAnswer()
         with ice.host_addresses(self._ice_addresses):
             await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)
 
-    async def offer(self, outgoing_audio: MediaStreamTrack) -> str:
+    async def offer(
+        self, outgoing_audio: MediaStreamTrack, codec: RTCRtpCodecCapability | None = None
+    ) -> str:
         """Create the upstream offer: one sendrecv audio track and the ``oai-events`` channel."""
-        self.pc.addTransceiver(outgoing_audio, direction="sendrecv")
+        transceiver = self.pc.addTransceiver(outgoing_audio, direction="sendrecv")
+        if codec is not None:
+            transceiver.setCodecPreferences([codec])
+        self.audio_receiver = transceiver.receiver
         self._adopt_channel(self.pc.createDataChannel(CHANNEL_LABEL))
         offer = await self.pc.createOffer()
         with ice.host_addresses(self._ice_addresses):

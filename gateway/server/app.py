@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.config import Secret, Settings
 from gateway.emulator import Emulator, EmulatorSettings
+from gateway.rtc.media import check_aiortc_hooks
 from gateway.server import pages, realtime
 from gateway.server.middlewares import cors_middleware, errors_middleware, headers_middleware
 from gateway.server.state import STATE, GatewayState
@@ -24,6 +25,8 @@ BODY_SLACK = 16 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    if settings.media == "passthrough":
+        check_aiortc_hooks()
     state = GatewayState(
         settings=settings,
         secrets=ClientSecretStore(single_use=settings.client_secret_single_use),

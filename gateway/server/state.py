@@ -31,6 +31,8 @@ class GatewayState:
         return LegOptions(
             ice_addresses=self.settings.ice_addresses,
             upstream_ice_addresses=self.settings.upstream_ice_addresses,
+            connect_timeout=self.settings.connect_timeout,
+            media="transcode" if self.settings.media == "transcode" else "passthrough",
         )
 
     def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:

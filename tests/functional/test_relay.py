@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.emulator import Emulator, EmulatorCall
-from tests.functional.conftest import GATEWAY_KEY, OPENAI_KEY, mint, state_of
+from tests.functional.conftest import GATEWAY_KEY, OPENAI_KEY, GatewayFactory, mint, state_of
 from tests.support.peer import TestPeer
 
 Client = TestClient[web.Request, web.Application]
@@ -131,10 +132,12 @@ class TestGaFlow:
         assert all(isinstance(e, dict) and "type" in e for e in call.received_events)
         assert call.received_events[-1]["event_id"] == "evt_after"
 
+    @pytest.mark.parametrize("media", ["passthrough", "transcode"])
     async def test_audio_flows_both_ways(
-        self, gateway: Client, emulator: Emulator, peers: list[TestPeer]
+        self, make_gateway: GatewayFactory, emulator: Emulator, peers: list[TestPeer], media: str
     ) -> None:
         """Speech reaches the upstream with its energy, and the answer's audio comes back."""
+        gateway = await make_gateway(media=media)
         peer = await connect(gateway, peers)
         await peer.next_event("session.created")
         peer.mic.say(0.8)
@@ -148,6 +151,30 @@ class TestGaFlow:
         # The emulator played the utterance back: the browser heard real energy, not silence.
         assert peer.received.energy_frames(threshold=0.02) >= 20
         assert peer.received.peak_rms > 0.05
+        (relayed,) = state_of(gateway).calls
+        if media == "passthrough":
+            # Encoded payloads went straight across: nothing was decoded on the way.
+            to_upstream, to_browser = relayed.forwarders
+            assert to_upstream.packets >= 40 and to_browser.packets >= 40
+        else:
+            assert relayed.forwarders == ()
+
+    async def test_g711_offer_is_relayed_as_g711(
+        self, gateway: Client, emulator: Emulator, peers: list[TestPeer]
+    ) -> None:
+        """A PCMU-only browser gets PCMU on both legs, so passthrough still works."""
+        token = await mint(gateway)
+        peer = TestPeer(audio_codec="PCMU")
+        peers.append(peer)
+        url = str(gateway.make_url("/v1/realtime/calls"))
+        result = await peer.connect(gateway.session, url, token)
+        assert result.status == 201
+        assert "PCMU/8000" in result.body and "opus" not in result.body.lower()
+        await peer.wait_open()
+        peer.mic.say(0.8)
+        await peer.next_event("output_audio_buffer.stopped", timeout=10)
+        assert only_call(emulator).input_audio.peak_rms > 0.05
+        assert peer.received.energy_frames(threshold=0.02) >= 10
 
 
 class TestLifecycle:

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from gateway.rtc.media import RelayTrack, pump_audio
+from gateway.rtc.media import (
+    PacketForwarder,
+    RelayTrack,
+    check_aiortc_hooks,
+    choose_codec,
+    pump_audio,
+)
 
 
 class FiniteSource:
@@ -65,3 +72,69 @@ class TestRelayTrack:
         assert [await sink.recv() for _ in range(3)] == [1, 2, 3]
         with pytest.raises(MediaStreamError):
             await sink.recv()
+
+
+class FakeRtp:
+    """The two fields aiortc's receiver hands a jitter buffer that the forwarder reads."""
+
+    def __init__(self, timestamp: int, data: bytes = b"\xfc\x01") -> None:
+        self.timestamp = timestamp
+        self._data = data
+
+
+class TestPacketForwarder:
+    def forward(self, timestamps: list[int]) -> tuple[PacketForwarder, list[int]]:
+        sink = RelayTrack(maxlen=100)
+        forwarder = PacketForwarder(sink, 48000)
+        for ts in timestamps:
+            assert forwarder.add(FakeRtp(ts)) == (False, None)
+        return forwarder, [int(p.pts) for p in sink._frames]
+
+    def test_steady_stream(self) -> None:
+        """pts counts 48 kHz samples from zero."""
+        _, pts = self.forward([1000, 1960, 2920])
+        assert pts == [0, 960, 1920]
+
+    def test_gap_keeps_the_timeline(self) -> None:
+        """A lost packet or DTX becomes the same jump in pts."""
+        _, pts = self.forward([1000, 1960, 4840])
+        assert pts == [0, 960, 3840]
+
+    def test_late_and_duplicate_packets_are_dropped(self) -> None:
+        """Reordered (late) and duplicate packets never make time run backwards."""
+        forwarder, pts = self.forward([1000, 2920, 1960, 2920, 3880])
+        assert pts == [0, 1920, 2880]
+        assert forwarder.dropped_late == 2
+
+    def test_rtp_timestamp_wraps(self) -> None:
+        """The 32-bit RTP timestamp wrapping around is not a reorder."""
+        _, pts = self.forward([0xFFFFFC40, 0x00000000, 0x000003C0])
+        assert pts == [0, 960, 1920]
+
+    def test_payload_and_timebase(self) -> None:
+        """The payload is forwarded byte-exact with a 1/clock-rate time base."""
+        sink = RelayTrack()
+        PacketForwarder(sink, 8000).add(FakeRtp(5, b"\x11\x22\x33"))
+        packet = sink._frames[0]
+        assert bytes(packet) == b"\x11\x22\x33"
+        assert packet.time_base == Fraction(1, 8000)
+
+    def test_aiortc_still_has_the_hook(self) -> None:
+        """Fails loudly if aiortc's receiver loses the attribute passthrough replaces."""
+        check_aiortc_hooks()
+
+
+class TestChooseCodec:
+    @pytest.mark.parametrize(
+        ("offered", "expected"),
+        [
+            (["opus", "pcmu", "pcma"], "audio/opus"),
+            (["PCMU", "PCMA"], "audio/PCMU"),
+            (["g722", "pcma"], "audio/PCMA"),
+            (["g722"], None),
+        ],
+    )
+    def test_preference(self, offered: list[str], expected: str | None) -> None:
+        """Opus first, then G.711; nothing we cannot forward."""
+        codec = choose_codec(offered)
+        assert (codec.mimeType if codec else None) == expected
