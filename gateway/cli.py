@@ -58,7 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway import log
-    from gateway.server.app import create_app
 
     try:
         settings = Settings.from_env(os.environ, host=args.host, port=args.port)
@@ -84,10 +83,46 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None
-    )
+    try:
+        asyncio.run(_run_gateway(settings))
+    except OSError as exc:
+        # Typically the port is taken; the message says which.
+        print(f"realtime-gateway: cannot serve on {url}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _run_gateway(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: no new calls, live ones get up to the timeout."""
+    import signal
+
+    import structlog
+
+    from gateway.server.app import create_app, drain
+
+    log = structlog.get_logger("gateway")
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "gateway.started",
+            host=settings.host,
+            port=settings.port,
+            upstream="emulator" if settings.uses_emulator else "openai",
+            media=settings.media,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await drain(app, settings.drain_timeout)
+    finally:
+        await runner.cleanup()
+        log.info("gateway.stopped")
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 
 from gateway.errors import GatewayError, InvalidOffer, UpstreamError
+from gateway.metrics import Metrics, tokens_by_kind
 from gateway.protocol import beta
 from gateway.protocol.events import (
     client_event_id,
@@ -71,6 +71,31 @@ class CallStats:
     client_events: int = 0
     server_events: int = 0
     client_errors: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+
+
+# What ended a call → the outcome label ops see.
+def outcome_of(reason: str) -> str:
+    if reason == "hangup":
+        return "completed"
+    if reason.startswith("browser_"):
+        return "browser_gone"
+    if reason.startswith("upstream_"):
+        return "upstream_error"
+    if reason in ("connect_timeout", "idle_timeout", "max_duration"):
+        return "timeout"
+    if reason == "shutdown":
+        return "shutdown"
+    return "rejected" if reason == "token_reused" else "completed"
+
+
+# Reasons the browser is told about with an ``error`` event before its peer is closed.
+_FAREWELLS: dict[str, tuple[str, str]] = {
+    "upstream": ("The upstream ended the call.", "upstream_ended"),
+    "shutdown": ("The gateway is shutting down; reconnect to continue.", "gateway_shutdown"),
+}
+
+STATS_INTERVAL = 5.0
 
 
 @dataclass
@@ -85,11 +110,13 @@ class Call:
     to_upstream: RelayTrack
     options: LegOptions
     answer_sdp: str
+    metrics: Metrics
+    clock_rate: int = 48000
     forwarders: tuple[PacketForwarder, ...] = ()
     created_at: float = field(default_factory=time.monotonic)
+    upstream_sdp_seconds: float = 0.0
     stats: CallStats = field(default_factory=CallStats)
     end_reason: str | None = None
-    on_end: Callable[[Call], Awaitable[None] | None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -110,27 +137,42 @@ class Call:
     async def wait_done(self) -> None:
         await self._done.wait()
 
+    def audio_counts(self) -> dict[tuple[str, str], int]:
+        """Packets per (leg, direction) so far; ``in`` is what that leg sent us."""
+        return {
+            ("browser", "in"): self.to_upstream.frames_in,
+            ("upstream", "out"): self.to_upstream.frames_out,
+            ("upstream", "in"): self.to_browser.frames_in,
+            ("browser", "out"): self.to_browser.frames_out,
+        }
+
     async def run(self) -> None:
+        self.metrics.call_started()
+        self.metrics.setup_stage("upstream_sdp", self.upstream_sdp_seconds)
+        self.metrics.setup_stage("answer", time.monotonic() - self.created_at)
         log.info(
             "call.started",
             call_id=self.call_id,
             upstream_call_id=self.upstream_call_id,
             dialect=self.dialect,
+            media=self.options.media,
         )
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._pump_client_events()),
                     tg.create_task(self._pump_server_events()),
+                    tg.create_task(self._watch_setup()),
+                    tg.create_task(self._poll_stats()),
                 ]
-                if self.browser.remote_audio is not None:
-                    tasks.append(
-                        tg.create_task(pump_audio(self.browser.remote_audio, self.to_upstream))
-                    )
-                if self.upstream.remote_audio is not None:
-                    tasks.append(
-                        tg.create_task(pump_audio(self.upstream.remote_audio, self.to_browser))
-                    )
+                if self.options.media == "transcode":
+                    # Passthrough needs no tasks: its forwarders push from aiortc's callbacks.
+                    for source, sink in (
+                        (self.browser.remote_audio, self.to_upstream),
+                        (self.upstream.remote_audio, self.to_browser),
+                    ):
+                        if source is not None:
+                            tasks.append(tg.create_task(pump_audio(source, sink)))
                 reason = await self._wait_for_end()
                 if self.end_reason is None:
                     self.end_reason = reason
@@ -173,6 +215,24 @@ class Call:
             return
         await asyncio.Event().wait()
 
+    async def _watch_setup(self) -> None:
+        await self.browser.connected.wait()
+        self.metrics.setup_stage("browser_connected", time.monotonic() - self.created_at)
+        first = await self.to_browser.first_frame()
+        self.metrics.setup_stage("first_upstream_audio", first - self.created_at)
+
+    async def _poll_stats(self) -> None:
+        """Receive-side RTCP statistics of both legs → packets lost and jitter."""
+        lost_seen = {"browser": 0, "upstream": 0}
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            for leg, peer in (("browser", self.browser), ("upstream", self.upstream)):
+                lost, jitter = await peer.receive_quality()
+                self.metrics.audio_quality(
+                    leg, max(0, lost - lost_seen[leg]), jitter / self.clock_rate
+                )
+                lost_seen[leg] = max(lost, lost_seen[leg])
+
     async def _pump_client_events(self) -> None:
         while True:
             message = await self.browser.inbox.get()
@@ -182,22 +242,40 @@ class Call:
             except GatewayError as exc:
                 self._reject(exc, None)
                 continue
+            self.metrics.event_relayed("client", event["type"], len(message))
             if self.dialect == "beta":
-                translated = beta.client_event_to_ga(event)
-                if translated is not event:
-                    message = encode_event(translated)
+                message = encode_event(beta.client_event_to_ga(event))
             self.upstream.send(message)
 
     async def _pump_server_events(self) -> None:
         while True:
             message = await self.upstream.inbox.get()
             self.stats.server_events += 1
+            try:
+                event = parse_event(message)
+            except GatewayError:
+                # Not ours to judge: the browser gets what the upstream sent.
+                self.browser.send(message)
+                continue
+            kind = event["type"]
+            self.metrics.event_relayed("server", kind, len(message))
+            if kind == "response.done":
+                self._count_usage(event)
             if self.dialect == "beta":
-                translated = _server_message_to_beta(message)
+                translated = beta.server_event_to_beta(event)
                 if translated is None:
                     continue
-                message = translated
+                message = encode_event(translated)
             self.browser.send(message)
+
+    def _count_usage(self, event: dict[str, Any]) -> None:
+        response = event.get("response")
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(usage, dict):
+            return
+        self.metrics.usage(usage)
+        for kind, value in tokens_by_kind(usage).items():
+            self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
     def _reject(self, error: GatewayError, event: dict[str, Any] | None) -> None:
         self.stats.client_errors += 1
@@ -210,15 +288,11 @@ class Call:
 
     async def _teardown(self) -> None:
         reason = self.end_reason or "unknown"
-        if reason.startswith("upstream_") and self.browser.channel_open.is_set():
+        farewell = _FAREWELLS.get("upstream" if reason.startswith("upstream_") else reason)
+        if farewell is not None and self.browser.channel_open.is_set():
             # Tell the browser why, in the shape it knows, before its peer goes away.
-            self.browser.send(
-                encode_event(
-                    error_event(
-                        UpstreamError("The upstream ended the call.", code="upstream_ended")
-                    )
-                )
-            )
+            message, code = farewell
+            self.browser.send(encode_event(error_event(UpstreamError(message, code=code))))
             await _drain(self.browser)
         self.to_browser.finish()
         self.to_upstream.finish()
@@ -227,6 +301,7 @@ class Call:
             try:
                 await self.client.hangup(self.upstream_call_id)
             except GatewayError as exc:
+                self.metrics.upstream_error("hangup")
                 log.warning(
                     "call.upstream_hangup_failed",
                     call_id=self.call_id,
@@ -234,20 +309,25 @@ class Call:
                     code=exc.code,
                 )
         duration = time.monotonic() - self.created_at
+        outcome = outcome_of(reason)
+        audio = self.audio_counts()
+        self.metrics.call_ended(outcome, duration, audio)
+        if outcome == "upstream_error":
+            self.metrics.upstream_error("ended")
         log.info(
             "call.ended",
             call_id=self.call_id,
             upstream_call_id=self.upstream_call_id,
             reason=reason,
+            outcome=outcome,
             duration_s=round(duration, 3),
             client_events=self.stats.client_events,
             server_events=self.stats.server_events,
+            client_errors=self.stats.client_errors,
+            tokens=self.stats.tokens,
+            audio_packets={f"{leg}_{d}": n for (leg, d), n in audio.items()},
         )
         self._done.set()
-        if self.on_end is not None:
-            result = self.on_end(self)
-            if result is not None:
-                await result
 
 
 def _server_message_to_beta(message: Message) -> Message | None:
@@ -279,11 +359,14 @@ async def open_call(
     *,
     client: UpstreamClient,
     options: LegOptions,
+    metrics: Metrics,
+    started_at: float | None = None,
 ) -> Call:
     """Answer the browser and dial the upstream concurrently; return a call ready to :meth:`run`.
 
     Raises a :class:`GatewayError` (bad offer, upstream refused, timeout) with nothing left open.
     """
+    started_at = time.monotonic() if started_at is None else started_at
     offer = inspect_offer(request.offer_sdp)
     codec = choose_codec(offer.audio_codecs)
     if codec is None:
@@ -296,6 +379,7 @@ async def open_call(
     dial: asyncio.Future[Any] | None = None
     try:
         upstream_offer = await upstream.offer(to_upstream, codec)
+        dial_started = time.monotonic()
         dial = asyncio.ensure_future(client.create_call(upstream_offer, request.session))
         answer_sdp = await browser.answer(request.offer_sdp, to_browser, codec)
         forwarders: tuple[PacketForwarder, ...] = ()
@@ -306,6 +390,7 @@ async def open_call(
                 forward_encoded(upstream.audio_receiver, to_browser, codec.clockRate),
             )
         upstream_answer = await dial
+        upstream_sdp_seconds = time.monotonic() - dial_started
         await upstream.accept_answer(upstream_answer.sdp)
     except BaseException:
         if dial is not None and not dial.done():
@@ -329,7 +414,11 @@ async def open_call(
         to_upstream=to_upstream,
         options=options,
         answer_sdp=answer_sdp,
+        metrics=metrics,
+        clock_rate=codec.clockRate,
         forwarders=forwarders,
+        created_at=started_at,
+        upstream_sdp_seconds=upstream_sdp_seconds,
     )
     return call
 

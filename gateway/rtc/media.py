@@ -21,6 +21,7 @@ aiortc 1.16.0 by :func:`check_aiortc_hooks`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable
 from fractions import Fraction
@@ -75,7 +76,16 @@ class RelayTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._ended = False
         self.frames_in = 0
+        self.frames_out = 0
         self.frames_dropped = 0
+        self.first_frame_at: float | None = None
+        self._first = asyncio.Event()
+
+    async def first_frame(self) -> float:
+        """When the first frame was pushed (``time.monotonic()``), waiting for it if need be."""
+        await self._first.wait()
+        assert self.first_frame_at is not None
+        return self.first_frame_at
 
     def push(self, frame: Any) -> None:
         if self._ended:
@@ -85,6 +95,9 @@ class RelayTrack(MediaStreamTrack):
             self.frames_dropped += 1
         self._frames.append(frame)
         self.frames_in += 1
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+            self._first.set()
         self._ready.set()
 
     def finish(self) -> None:
@@ -98,6 +111,7 @@ class RelayTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
+        self.frames_out += 1
         return self._frames.popleft()
 
     def stop(self) -> None:

@@ -231,6 +231,19 @@ class Peer:
         finally:
             self._closing.set_result(None)
 
+    async def receive_quality(self) -> tuple[int, float]:
+        """(packets lost, jitter in RTP clock units) of this leg's inbound audio, from RTCP."""
+        lost, jitter = 0, 0.0
+        try:
+            report = await self.pc.getStats()
+        except Exception:  # a peer closing under us has no stats; that is not an error
+            return lost, jitter
+        for stat in report.values():
+            if getattr(stat, "type", None) == "inbound-rtp":
+                lost += int(getattr(stat, "packetsLost", 0) or 0)
+                jitter = max(jitter, float(getattr(stat, "jitter", 0) or 0))
+        return lost, jitter
+
     def stats(self) -> dict[str, Any]:
         return {
             "leg": self.name,

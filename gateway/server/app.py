@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,12 @@ from gateway.config import Secret, Settings
 from gateway.emulator import Emulator, EmulatorSettings
 from gateway.rtc.media import check_aiortc_hooks
 from gateway.server import pages, realtime
-from gateway.server.middlewares import cors_middleware, errors_middleware, headers_middleware
+from gateway.server.middlewares import (
+    cors_middleware,
+    errors_middleware,
+    headers_middleware,
+    metrics_middleware,
+)
 from gateway.server.state import STATE, GatewayState
 from gateway.tokens import ClientSecretStore
 from gateway.upstream.client import UpstreamClient
@@ -33,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app = web.Application(
         middlewares=[
+            metrics_middleware,
             cors_middleware(settings.cors_origins),
             errors_middleware,
             headers_middleware,
@@ -40,6 +47,8 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_sdp_bytes + BODY_SLACK,
     )
     app[STATE] = state
+    state.metrics.set_capacity(settings.max_calls)
+    state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
     realtime.add_routes(app)
     pages.add_routes(app, demo=settings.demo_enabled)
     # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
@@ -80,3 +89,24 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 async def _calls(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[STATE].calls.close_all("shutdown")
+
+
+async def drain(app: web.Application, grace: float) -> None:
+    """Stop taking calls, let live ones finish for up to ``grace`` s, then end the rest.
+
+    Readiness turns false at once and new calls get 503 + Retry-After, so a load balancer moves
+    traffic elsewhere while the listener stays up. Calls still live at the deadline end with an
+    ``error`` event to the browser, and their upstream calls are hung up.
+    """
+    state = app[STATE]
+    state.draining = True
+    state.metrics.set_draining(True)
+    log.info("gateway.draining", calls=len(state.calls), grace_s=grace)
+    deadline = asyncio.get_running_loop().time() + grace
+    while len(state.calls) + state.pending > 0:  # noqa: ASYNC110  # calls end on their own
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    remaining = len(state.calls)
+    await state.calls.close_all("shutdown")
+    log.info("gateway.drained", ended_by_shutdown=remaining)

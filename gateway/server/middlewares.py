@@ -100,6 +100,18 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
 
 
 @web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route template (bounded) and final status."""
+    from gateway.server.state import STATE
+
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[STATE].metrics.http_request(route, response.status)
+    return response
+
+
+@web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

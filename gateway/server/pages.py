@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.server.state import STATE
 
@@ -13,7 +14,27 @@ DEFAULT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers. Liveness probes use this."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready for new calls: not draining and below capacity. Load balancers use this."""
+    state = request.app[STATE]
+    body = {
+        "status": "ready" if state.ready else ("draining" if state.draining else "at_capacity"),
+        "calls": len(state.calls),
+        "capacity": state.settings.max_calls,
+    }
+    return web.json_response(body, status=200 if state.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[STATE].metrics.registry
+    response = web.Response(body=generate_latest(registry))
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
 
 
 async def demo_token(request: web.Request) -> web.Response:
@@ -30,6 +51,8 @@ async def demo_token(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, *, demo: bool, web_dir: Path = DEFAULT_WEB_DIR) -> None:
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     if demo:
         app.router.add_post("/demo/token", demo_token)
     index = web_dir / "index.html"

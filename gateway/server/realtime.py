@@ -15,7 +15,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.errors import AuthenticationError, NotFound, Unavailable
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    NotFound,
+    Unavailable,
+    UpstreamError,
+)
 from gateway.protocol import beta
 from gateway.protocol.session import check_session, parse_client_secret_request
 from gateway.relay import CallRequest, Dialect, new_call_id, open_call
@@ -83,8 +89,14 @@ async def beta_call(request: web.Request) -> web.Response:
 
 
 async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
+    started = time.monotonic()
     state = _state(request)
     caller = identify(request, state)
+    try:
+        state.check_capacity()
+    except Unavailable:
+        state.metrics.call_rejected()
+        raise
     digest: bytes | None = None
     token_session: dict[str, Any] | None = None
     if not caller.is_server:
@@ -104,18 +116,30 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()
     structlog.contextvars.bind_contextvars(call_id=call_id)
-    started = time.monotonic()
-    call = await open_call(
-        call_id,
-        CallRequest(
-            offer_sdp=body.sdp,
-            session=state.resolve_session(*overrides),
-            dialect=dialect,
-            token_digest=digest,
-        ),
-        client=state.client,
-        options=state.leg_options,
-    )
+    state.pending += 1
+    try:
+        call = await open_call(
+            call_id,
+            CallRequest(
+                offer_sdp=body.sdp,
+                session=state.resolve_session(*overrides),
+                dialect=dialect,
+                token_digest=digest,
+            ),
+            client=state.client,
+            options=state.leg_options,
+            metrics=state.metrics,
+            started_at=started,
+        )
+    except UpstreamError as exc:
+        state.metrics.call_rejected()
+        state.metrics.upstream_error(exc.code or "upstream_error")
+        raise
+    except GatewayError:
+        state.metrics.call_rejected()
+        raise
+    finally:
+        state.pending -= 1
     if not caller.is_server:
         try:
             state.secrets.redeem(caller.token)

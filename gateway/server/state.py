@@ -10,6 +10,8 @@ from aiohttp import web
 from gateway.calls import CallRegistry
 from gateway.config import Settings
 from gateway.emulator import Emulator
+from gateway.errors import Unavailable
+from gateway.metrics import Metrics
 from gateway.protocol.session import deep_merge, default_session
 from gateway.relay import LegOptions
 from gateway.tokens import ClientSecretStore
@@ -20,11 +22,34 @@ from gateway.upstream.client import UpstreamClient
 class GatewayState:
     settings: Settings
     secrets: ClientSecretStore
+    metrics: Metrics = field(default_factory=Metrics)
     calls: CallRegistry = field(default_factory=CallRegistry)
+    draining: bool = False
+    # Calls being set up (offer received, answer not yet sent): they count against capacity.
+    pending: int = 0
     # Set by the upstream cleanup context once the HTTP client (and the emulator) are up.
     client: UpstreamClient | None = None
     upstream_base_url: str = ""
     emulator: Emulator | None = None
+
+    def check_capacity(self) -> None:
+        """503 (with Retry-After) while draining or full; setups in flight count as calls."""
+        if self.draining:
+            raise Unavailable(
+                "The gateway is shutting down and takes no new calls; retry on another instance.",
+                code="draining",
+                retry_after=5,
+            )
+        if len(self.calls) + self.pending >= self.settings.max_calls:
+            raise Unavailable(
+                f"The gateway is at capacity ({self.settings.max_calls} calls); retry shortly.",
+                code="at_capacity",
+                retry_after=2,
+            )
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and len(self.calls) + self.pending < self.settings.max_calls
 
     @property
     def leg_options(self) -> LegOptions:

@@ -97,10 +97,9 @@ class TestEmulatorMode:
         assert settings.uses_emulator
         gateway = await aiohttp_client(create_app(settings))
         page = await gateway.get("/")
-        assert (
-            page.status == 200
-            and "oai-events" in await (await gateway.get("/static/app.js")).text()
-        )
+        assert page.status == 200 and "/static/app.js" in await page.text()
+        script = await gateway.get("/static/app.js")
+        assert script.status == 200 and "javascript" in script.headers["Content-Type"]
         token = (await (await gateway.post("/demo/token")).json())["value"]
         peer = TestPeer()
         peers.append(peer)

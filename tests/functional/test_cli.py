@@ -37,10 +37,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 class TestCli:
     async def test_serve_on_the_emulator_and_stop_cleanly(self) -> None:
-        """serve without a key says it runs the emulator, answers /healthz, exits 0 on SIGINT."""
+        """serve without a key says it runs the emulator, answers /healthz, drains on SIGTERM."""
         port = free_port()
         proc = await run(
-            "serve", "--port", str(port), env=clean_env(GATEWAY_ICE_ADDRESSES="127.0.0.1")
+            "serve",
+            "--port",
+            str(port),
+            env=clean_env(GATEWAY_ICE_ADDRESSES="127.0.0.1", GATEWAY_DRAIN_TIMEOUT="1"),
         )
         try:
             async with aiohttp.ClientSession() as http:
@@ -54,11 +57,12 @@ class TestCli:
                 else:
                     raise AssertionError("gateway did not come up in 10 s")
         finally:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             _, err = await asyncio.wait_for(proc.communicate(), 15)
         assert proc.returncode == 0, err.decode()
         text = err.decode()
         assert "emulator" in text and "gateway key: gk_" in text
+        assert "gateway.draining" in text and "gateway.stopped" in text
         assert "Traceback" not in text
 
     async def test_bad_configuration_exits_2_with_a_message(self) -> None:

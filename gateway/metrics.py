@@ -1,0 +1,208 @@
+"""Prometheus metrics behind small verbs, on an injected registry.
+
+Callers say what happened (``metrics.call_ended("completed", 12.5)``) and never touch a
+Counter. Labels come from bounded sets only — outcomes, stages, documented event types —
+never call ids. Audio packet counts are read from the live calls at scrape time instead of being
+incremented per packet, which keeps the media hot path free of metric locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.protocol.catalog import label_for
+
+PREFIX = "realtime_gateway"
+OUTCOMES = ("completed", "browser_gone", "upstream_error", "rejected", "timeout", "shutdown")
+SETUP_STAGES = ("upstream_sdp", "answer", "browser_connected", "first_upstream_audio")
+TOKEN_KINDS = ("input_text", "input_audio", "input_cached", "output_text", "output_audio")
+
+# (leg, direction) -> packets; direction is as seen by the gateway on that leg.
+AudioCounts = Mapping[tuple[str, str], int]
+
+
+class _AudioCollector(Collector):
+    def __init__(self, live: Callable[[], Iterable[AudioCounts]], ended: dict[Any, int]) -> None:
+        self._live = live
+        self._ended = ended
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        totals = dict(self._ended)
+        for counts in self._live():
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+        family = CounterMetricFamily(
+            f"{PREFIX}_audio_packets",
+            "RTP audio packets relayed, by leg and direction (in: received from that leg).",
+            labels=("leg", "direction"),
+        )
+        for leg in ("browser", "upstream"):
+            for direction in ("in", "out"):
+                family.add_metric([leg, direction], totals.get((leg, direction), 0))
+        yield family
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self._active = Gauge(f"{PREFIX}_sessions_active", "Calls in progress.", registry=r)
+        self._sessions = Counter(
+            f"{PREFIX}_sessions", "Calls ended, by outcome.", ["outcome"], registry=r
+        )
+        self._duration = Histogram(
+            f"{PREFIX}_session_duration_seconds",
+            "How long calls lasted.",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            registry=r,
+        )
+        self._setup = Histogram(
+            f"{PREFIX}_setup_seconds",
+            "Call setup, by stage, from the browser's offer arriving.",
+            ["stage"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self._events = Counter(
+            f"{PREFIX}_events", "Data-channel events relayed.", ["direction", "type"], registry=r
+        )
+        self._event_bytes = Counter(
+            f"{PREFIX}_event_bytes", "Data-channel bytes relayed.", ["direction"], registry=r
+        )
+        self._lost = Counter(
+            f"{PREFIX}_audio_packets_lost",
+            "Audio packets the gateway's receivers counted as lost (RTCP statistics).",
+            ["leg"],
+            registry=r,
+        )
+        self._jitter = Gauge(
+            f"{PREFIX}_audio_jitter_seconds",
+            "Highest receive jitter among live calls, per leg (RTCP statistics).",
+            ["leg"],
+            registry=r,
+        )
+        self._tool_calls = Counter(
+            f"{PREFIX}_tool_calls", "Server tool calls.", ["tool", "status"], registry=r
+        )
+        self._tool_duration = Histogram(
+            f"{PREFIX}_tool_duration_seconds", "Server tool run time.", ["tool"], registry=r
+        )
+        self._violations = Counter(
+            f"{PREFIX}_policy_violations",
+            "Client events refused by policy.",
+            ["rule"],
+            registry=r,
+        )
+        self._tokens = Counter(
+            f"{PREFIX}_tokens",
+            "Tokens billed upstream, from response.done usage.",
+            ["kind"],
+            registry=r,
+        )
+        self._upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=r
+        )
+        self._http = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests, by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self._capacity = Gauge(f"{PREFIX}_capacity_calls", "GATEWAY_MAX_CALLS.", registry=r)
+        self._draining = Gauge(f"{PREFIX}_draining", "1 while draining for shutdown.", registry=r)
+        self._ended_audio: dict[Any, int] = {}
+        self._live_audio: Callable[[], Iterable[AudioCounts]] = list
+        r.register(_AudioCollector(lambda: self._live_audio(), self._ended_audio))
+        for outcome in OUTCOMES:
+            self._sessions.labels(outcome)
+        for kind in TOKEN_KINDS:
+            self._tokens.labels(kind)
+        for leg in ("browser", "upstream"):
+            self._lost.labels(leg)
+            self._jitter.labels(leg)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def call_started(self) -> None:
+        self._active.inc()
+
+    def call_ended(self, outcome: str, duration: float, audio: AudioCounts) -> None:
+        self._active.dec()
+        self._sessions.labels(outcome).inc()
+        self._duration.observe(duration)
+        for key, value in audio.items():
+            self._ended_audio[key] = self._ended_audio.get(key, 0) + value
+
+    def call_rejected(self) -> None:
+        self._sessions.labels("rejected").inc()
+
+    def setup_stage(self, stage: str, seconds: float) -> None:
+        self._setup.labels(stage).observe(seconds)
+
+    def watch_audio(self, live: Callable[[], Iterable[AudioCounts]]) -> None:
+        """Where scrapes read live calls' packet counts from."""
+        self._live_audio = live
+
+    def audio_quality(self, leg: str, lost: int, jitter_seconds: float) -> None:
+        if lost > 0:
+            self._lost.labels(leg).inc(lost)
+        self._jitter.labels(leg).set(jitter_seconds)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def event_relayed(self, direction: str, event_type: str, size: int) -> None:
+        self._events.labels(direction, label_for(event_type)).inc()
+        self._event_bytes.labels(direction).inc(size)
+
+    def usage(self, usage: Mapping[str, Any]) -> None:
+        """Count the tokens of one ``response.done`` usage object."""
+        for kind, value in tokens_by_kind(usage).items():
+            if value:
+                self._tokens.labels(kind).inc(value)
+
+    def tool_call(self, tool: str, status: str, seconds: float) -> None:
+        self._tool_calls.labels(tool, status).inc()
+        self._tool_duration.labels(tool).observe(seconds)
+
+    def policy_violation(self, rule: str) -> None:
+        self._violations.labels(rule).inc()
+
+    def upstream_error(self, kind: str) -> None:
+        self._upstream_errors.labels(kind).inc()
+
+    # -- process ------------------------------------------------------------------------------
+
+    def http_request(self, route: str, status: int) -> None:
+        self._http.labels(route, str(status)).inc()
+
+    def set_capacity(self, calls: int) -> None:
+        self._capacity.set(calls)
+
+    def set_draining(self, draining: bool) -> None:
+        self._draining.set(1 if draining else 0)
+
+
+def tokens_by_kind(usage: Mapping[str, Any]) -> dict[str, int]:
+    """``response.done.usage`` → tokens per billing kind (protocol.md §4.5)."""
+
+    def num(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    inp = usage.get("input_token_details") or {}
+    out = usage.get("output_token_details") or {}
+    if not isinstance(inp, Mapping):
+        inp = {}
+    if not isinstance(out, Mapping):
+        out = {}
+    return {
+        "input_text": num(inp.get("text_tokens")),
+        "input_audio": num(inp.get("audio_tokens")),
+        "input_cached": num(inp.get("cached_tokens")),
+        "output_text": num(out.get("text_tokens")),
+        "output_audio": num(out.get("audio_tokens")),
+    }
