@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
+from aiortc import RTCIceServer
 
 from gateway.errors import GatewayError, InvalidOffer, UpstreamError
 from gateway.metrics import Metrics, tokens_by_kind
@@ -62,6 +63,12 @@ class CallRequest:
 class LegOptions:
     ice_addresses: tuple[str, ...] = ()
     upstream_ice_addresses: tuple[str, ...] = ()
+    # The browser leg's ports are the ones published from a container; the upstream leg only
+    # dials out, through NAT, like any client, so it keeps the OS's ports.
+    ice_port_range: tuple[int, int] | None = None
+    public_ip: str | None = None
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    upstream_ice_servers: tuple[RTCIceServer, ...] = ()
     connect_timeout: float = 20.0
     media: MediaMode = "passthrough"
 
@@ -373,8 +380,18 @@ async def open_call(
         raise InvalidOffer(
             "The SDP offer has no audio codec the gateway can relay: offer Opus, PCMU or PCMA."
         )
-    browser = Peer("browser", ice_addresses=options.ice_addresses)
-    upstream = Peer("upstream", ice_addresses=options.upstream_ice_addresses)
+    browser = Peer(
+        "browser",
+        ice_addresses=options.ice_addresses,
+        ice_servers=options.ice_servers,
+        port_range=options.ice_port_range,
+        public_ip=options.public_ip,
+    )
+    upstream = Peer(
+        "upstream",
+        ice_addresses=options.upstream_ice_addresses,
+        ice_servers=options.upstream_ice_servers,
+    )
     to_browser, to_upstream = RelayTrack(), RelayTrack()
     dial: asyncio.Future[Any] | None = None
     try:

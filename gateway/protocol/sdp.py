@@ -61,3 +61,25 @@ def call_id_from_location(location: str) -> str | None:
         if segment.startswith("rtc_"):
             return segment
     return segments[-1] if segments else None
+
+
+def announce_address(sdp: str, public_ip: str) -> str:
+    """Rewrite our host candidates and connection lines to ``public_ip`` (1:1 NAT).
+
+    The ports stay: the NAT in front of the gateway maps ``public_ip:port`` to the same port
+    inside. Line endings are kept as they were.
+    """
+    family = "IP6" if ":" in public_ip else "IP4"
+    out = []
+    for line in sdp.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        ending = line[len(body) :]
+        if body.startswith("a=candidate:") and " typ host" in body:
+            parts = body.split(" ")
+            if len(parts) > 5:
+                parts[4] = public_ip
+                body = " ".join(parts)
+        elif body.startswith("c=IN "):
+            body = f"c=IN {family} {public_ip}"
+        out.append(body + ending)
+    return "".join(out)

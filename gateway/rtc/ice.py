@@ -1,36 +1,53 @@
-"""Which local addresses ICE offers as host candidates, chosen per peer connection.
+"""Where ICE gathers, chosen per peer connection: host addresses and a UDP port range.
 
-aioice gathers host candidates from ``aioice.ice.get_host_addresses()``, a module-level function
-that offers every non-loopback interface and takes no options, and aiortc passes nothing through
-to it. We wrap that one function, once per process, so that it honours a context variable; the
-peer code sets the variable around ``setLocalDescription`` (where aiortc gathers), so each leg
-gets its own addresses — loopback included when asked for explicitly — and nothing else in the
-process changes. Written against aioice 0.13.0; ``tests/unit/test_ice.py`` fails loudly if
-gathering stops going through this function.
+aioice gathers host candidates from ``aioice.ice.get_host_addresses()`` — a module-level function
+that offers every non-loopback interface — and binds one socket per address with
+``loop.create_datagram_endpoint(local_addr=(address, 0))``, letting the OS pick the port. aiortc
+passes no options through to either. We wrap both, once per process/loop, so that they honour a
+context variable; the peer code sets it around ``setLocalDescription`` (where aiortc gathers), so
+each leg gets its own addresses (loopback, or ``0.0.0.0``, when asked for explicitly) and ports,
+and nothing else in the process changes. Written against aioice 0.13.0;
+``tests/unit/test_ice.py`` fails loudly if gathering stops going through these two points.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import errno
 import ipaddress
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import aioice.ice
 
-_override: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "gateway_ice_host_addresses", default=None
+
+@dataclass
+class Gathering:
+    addresses: tuple[str, ...] = ()
+    port_range: tuple[int, int] | None = None
+    # Set when the port range had no free port for some socket.
+    exhausted: bool = field(default=False)
+
+
+_current: contextvars.ContextVar[Gathering | None] = contextvars.ContextVar(
+    "gateway_ice_gathering", default=None
 )
-_original: Callable[[bool, bool], list[str]] | None = None
+_original_host_addresses: Callable[[bool, bool], list[str]] | None = None
+# Rotates the first port tried, so consecutive calls do not all probe from the bottom.
+_next_port = itertools.count()
 
 
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    assert _original is not None
-    chosen = _override.get()
-    if chosen is None:
-        return _original(use_ipv4, use_ipv6)
+    assert _original_host_addresses is not None
+    gathering = _current.get()
+    if gathering is None or not gathering.addresses:
+        return _original_host_addresses(use_ipv4, use_ipv6)
     out = []
-    for address in chosen:
+    for address in gathering.addresses:
         version = ipaddress.ip_address(address).version
         if (version == 4 and use_ipv4) or (version == 6 and use_ipv6):
             out.append(address)
@@ -38,19 +55,66 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 def install() -> None:
-    """Route aioice's host-address lookup through :func:`host_addresses`. Idempotent."""
-    global _original
-    if _original is None:
-        _original = aioice.ice.get_host_addresses
+    """Route aioice's host-address lookup through :func:`gathering`. Idempotent."""
+    global _original_host_addresses
+    if _original_host_addresses is None:
+        _original_host_addresses = aioice.ice.get_host_addresses
         aioice.ice.get_host_addresses = _get_host_addresses
+
+
+def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if getattr(loop, "_gateway_ice_ports", False):
+        return
+    original = loop.create_datagram_endpoint
+
+    async def create_datagram_endpoint(protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
+        gathering = _current.get()
+        local_addr = kwargs.get("local_addr")
+        if (
+            gathering is None
+            or gathering.port_range is None
+            or not isinstance(local_addr, tuple)
+            or local_addr[1] != 0
+        ):
+            return await original(protocol_factory, *args, **kwargs)
+        low, high = gathering.port_range
+        size = high - low + 1
+        start = next(_next_port) % size
+        for offset in range(size):
+            port = low + (start + offset) % size
+            try:
+                return await original(
+                    protocol_factory, *args, **{**kwargs, "local_addr": (local_addr[0], port)}
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+        gathering.exhausted = True
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {low}-{high}")
+
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+    loop._gateway_ice_ports = True  # type: ignore[attr-defined]
+
+
+@contextmanager
+def gathering(
+    addresses: Sequence[str] = (), port_range: tuple[int, int] | None = None
+) -> Iterator[Gathering]:
+    """Within this block, ICE offers exactly ``addresses`` (all interfaces if empty), on ports
+    from ``port_range`` (the OS's choice if None). The yielded object says if ports ran out."""
+    install()
+    if port_range is not None:
+        _wrap_loop(asyncio.get_running_loop())
+    state = Gathering(addresses=tuple(addresses), port_range=port_range)
+    token = _current.set(state)
+    try:
+        yield state
+    finally:
+        _current.reset(token)
 
 
 @contextmanager
 def host_addresses(addresses: Sequence[str]) -> Iterator[None]:
     """Within this block, ICE gathering offers exactly ``addresses`` (all interfaces if empty)."""
-    install()
-    token = _override.set(tuple(addresses) if addresses else None)
-    try:
+    with gathering(addresses):
         yield
-    finally:
-        _override.reset(token)

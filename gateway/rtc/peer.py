@@ -25,7 +25,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from gateway.errors import InvalidOffer
+from gateway.errors import InvalidOffer, Unavailable
+from gateway.protocol.sdp import announce_address
 from gateway.rtc import ice
 
 log = structlog.get_logger(__name__)
@@ -96,9 +97,13 @@ class Peer:
         *,
         ice_addresses: Sequence[str] = (),
         ice_servers: Sequence[RTCIceServer] = (),
+        port_range: tuple[int, int] | None = None,
+        public_ip: str | None = None,
     ) -> None:
         self.name = name
         self._ice_addresses = tuple(ice_addresses)
+        self._port_range = port_range
+        self._public_ip = public_ip
         self.pc = OwnedPeerConnection(
             RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
@@ -140,9 +145,18 @@ class Peer:
             audio[0].setCodecPreferences([codec])
         self.audio_receiver = audio[0].receiver
         answer = await self.pc.createAnswer()
-        with ice.host_addresses(self._ice_addresses):
+        with ice.gathering(self._ice_addresses, self._port_range) as gathered:
             await self.pc.setLocalDescription(answer)
-        return str(self.pc.localDescription.sdp)
+        if gathered.exhausted:
+            low, high = self._port_range or (0, 0)
+            raise Unavailable(
+                f"No free UDP port for media in GATEWAY_ICE_PORT_RANGE ({low}-{high}); "
+                "retry shortly.",
+                code="ice_ports_exhausted",
+                retry_after=2,
+            )
+        sdp = str(self.pc.localDescription.sdp)
+        return announce_address(sdp, self._public_ip) if self._public_ip else sdp
 
     async def offer(
         self, outgoing_audio: MediaStreamTrack, codec: RTCRtpCodecCapability | None = None
@@ -154,8 +168,14 @@ class Peer:
         self.audio_receiver = transceiver.receiver
         self._adopt_channel(self.pc.createDataChannel(CHANNEL_LABEL))
         offer = await self.pc.createOffer()
-        with ice.host_addresses(self._ice_addresses):
+        with ice.gathering(self._ice_addresses, self._port_range) as gathered:
             await self.pc.setLocalDescription(offer)
+        if gathered.exhausted:
+            raise Unavailable(
+                "No free UDP port for media; retry shortly.",
+                code="ice_ports_exhausted",
+                retry_after=2,
+            )
         return str(self.pc.localDescription.sdp)
 
     async def accept_answer(self, answer_sdp: str) -> None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCIceServer
 
 from gateway.calls import CallRegistry
-from gateway.config import Settings
+from gateway.config import IceServer, Settings
 from gateway.emulator import Emulator
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
@@ -57,6 +58,10 @@ class GatewayState:
             ice_addresses=self.settings.ice_addresses,
             upstream_ice_addresses=self.settings.upstream_ice_addresses,
             connect_timeout=self.settings.connect_timeout,
+            ice_port_range=self.settings.ice_port_range,
+            public_ip=self.settings.public_ip,
+            ice_servers=_rtc_servers(self.settings.ice_servers),
+            upstream_ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
             media="transcode" if self.settings.media == "transcode" else "passthrough",
         )
 
@@ -68,6 +73,17 @@ class GatewayState:
             if override:
                 session = deep_merge(session, override)
         return session
+
+
+def _rtc_servers(servers: tuple[IceServer, ...]) -> tuple[RTCIceServer, ...]:
+    return tuple(
+        RTCIceServer(
+            urls=list(server.urls),
+            username=server.username,
+            credential=server.credential.reveal() if server.credential else None,
+        )
+        for server in servers
+    )
 
 
 STATE = web.AppKey("gateway", GatewayState)

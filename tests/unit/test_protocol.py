@@ -147,3 +147,20 @@ class TestErrors:
         assert UpstreamError("x", upstream_status=429).retryable
         assert UpstreamError("x", upstream_status=503).retryable
         assert UpstreamError("x").retryable
+
+
+class TestAnnounceAddress:
+    def test_rewrites_host_candidates_and_connection_lines(self) -> None:
+        """Host candidates and c= lines get the public address; ports and CRLF are kept."""
+        from gateway.protocol.sdp import announce_address
+
+        sdp = (
+            "v=0\r\nc=IN IP4 10.0.0.5\r\n"
+            "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
+            "a=candidate:2 1 udp 1694498815 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 1\r\n"
+        )
+        out = announce_address(sdp, "203.0.113.9")
+        assert "c=IN IP4 203.0.113.9\r\n" in out
+        assert "a=candidate:1 1 udp 2130706431 203.0.113.9 40000 typ host\r\n" in out
+        assert "198.51.100.1 5000 typ srflx" in out
+        assert announce_address(sdp, "2001:db8::1").count("c=IN IP6 2001:db8::1") == 1
