@@ -87,6 +87,19 @@ class Settings:
     public_ip: str | None = None
     ice_servers: tuple[IceServer, ...] = ()
     upstream_ice_servers: tuple[IceServer, ...] = ()
+    # Server-side session defaults beyond model/voice/instructions (turn detection, transcription…)
+    session_defaults: Mapping[str, Any] | None = None
+    tools: tuple[str, ...] = ()
+    # Where the page at / lives; the source tree's web/ when unset (the image sets /app/web).
+    web_dir: str | None = None
+    tool_timeout: float = 10.0
+    hooks: str | None = None
+    transcripts_dir: str | None = None
+    allowed_client_events: tuple[str, ...] | None = None
+    locked_session_fields: tuple[str, ...] = ("instructions", "model")
+    max_event_bytes: int = 256 * 1024
+    events_per_second: float = 50.0
+    response_creates_per_minute: int = 30
 
     @property
     def uses_emulator(self) -> bool:
@@ -173,6 +186,43 @@ class Settings:
             "ice_servers": _ice_servers("GATEWAY_ICE_SERVERS", env.get("GATEWAY_ICE_SERVERS")),
             "upstream_ice_servers": _ice_servers(
                 "GATEWAY_UPSTREAM_ICE_SERVERS", env.get("GATEWAY_UPSTREAM_ICE_SERVERS")
+            ),
+            "session_defaults": _json_object("GATEWAY_SESSION", env.get("GATEWAY_SESSION")),
+            "tools": _names(env.get("GATEWAY_TOOLS")),
+            "web_dir": env.get("GATEWAY_WEB_DIR"),
+            "tool_timeout": _float(
+                "GATEWAY_TOOL_TIMEOUT", env.get("GATEWAY_TOOL_TIMEOUT"), 10.0, 0.1, 600.0
+            ),
+            "hooks": env.get("GATEWAY_HOOKS"),
+            "transcripts_dir": env.get("GATEWAY_TRANSCRIPTS_DIR"),
+            "allowed_client_events": _names(env["GATEWAY_ALLOWED_CLIENT_EVENTS"])
+            if "GATEWAY_ALLOWED_CLIENT_EVENTS" in env
+            else None,
+            "locked_session_fields": _names(
+                env.get("GATEWAY_LOCKED_SESSION_FIELDS", "instructions,model")
+            )
+            if env.get("GATEWAY_LOCKED_SESSION_FIELDS", "x").strip().lower() != "none"
+            else (),
+            "max_event_bytes": _int(
+                "GATEWAY_MAX_EVENT_BYTES",
+                env.get("GATEWAY_MAX_EVENT_BYTES"),
+                256 * 1024,
+                256,
+                16 * 1024 * 1024,
+            ),
+            "events_per_second": _float(
+                "GATEWAY_EVENTS_PER_SECOND",
+                env.get("GATEWAY_EVENTS_PER_SECOND"),
+                50.0,
+                1.0,
+                100000.0,
+            ),
+            "response_creates_per_minute": _int(
+                "GATEWAY_RESPONSE_CREATES_PER_MINUTE",
+                env.get("GATEWAY_RESPONSE_CREATES_PER_MINUTE"),
+                30,
+                1,
+                100000,
             ),
         }
         names = {f.name for f in fields(cls)}
@@ -328,3 +378,21 @@ def _ice_servers(name: str, raw: str | None) -> tuple[IceServer, ...]:
             )
         )
     return tuple(servers)
+
+
+def _names(raw: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
+
+
+def _json_object(name: str, raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a JSON object (a session config), not valid JSON"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object (a session config)")
+    return value

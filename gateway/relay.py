@@ -13,20 +13,18 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 from aiortc import RTCIceServer
 
 from gateway.errors import GatewayError, InvalidOffer, UpstreamError
-from gateway.metrics import Metrics, tokens_by_kind
-from gateway.protocol import beta
-from gateway.protocol.events import (
-    client_event_id,
-    encode_event,
-    error_event,
-    parse_event,
-)
+from gateway.hooks import CallInfo, CallSummary, Hooks
+from gateway.metrics import Metrics
+from gateway.pipeline import EventPipeline
+from gateway.policy import ClientPolicy, PolicyConfig
+from gateway.protocol.events import encode_event, error_event
 from gateway.protocol.sdp import inspect_offer
 from gateway.rtc.media import (
     MediaMode,
@@ -36,7 +34,10 @@ from gateway.rtc.media import (
     forward_encoded,
     pump_audio,
 )
-from gateway.rtc.peer import Message, Peer
+from gateway.rtc.peer import Peer
+from gateway.toolcalls import ToolCoordinator
+from gateway.tools import ToolRegistry, run_tool
+from gateway.transcripts import TranscriptWriter
 from gateway.upstream.client import UpstreamClient
 
 log = structlog.get_logger(__name__)
@@ -73,12 +74,16 @@ class LegOptions:
     media: MediaMode = "passthrough"
 
 
-@dataclass
-class CallStats:
-    client_events: int = 0
-    server_events: int = 0
-    client_errors: int = 0
-    tokens: dict[str, int] = field(default_factory=dict)
+@dataclass(frozen=True)
+class CallServices:
+    """What every call of a gateway shares: made once at startup from the settings."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    hooks: Hooks = field(default_factory=Hooks)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    tool_timeout: float = 10.0
+    transcripts_dir: Path | None = None
 
 
 # What ended a call → the outcome label ops see.
@@ -117,12 +122,12 @@ class Call:
     to_upstream: RelayTrack
     options: LegOptions
     answer_sdp: str
-    metrics: Metrics
+    services: CallServices
+    pipeline: EventPipeline
     clock_rate: int = 48000
     forwarders: tuple[PacketForwarder, ...] = ()
     created_at: float = field(default_factory=time.monotonic)
     upstream_sdp_seconds: float = 0.0
-    stats: CallStats = field(default_factory=CallStats)
     end_reason: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,6 +135,14 @@ class Call:
     @property
     def dialect(self) -> Dialect:
         return self.request.dialect
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.services.metrics
+
+    @property
+    def stats(self) -> Any:
+        return self.pipeline.stats
 
     @property
     def done(self) -> bool:
@@ -165,6 +178,8 @@ class Call:
             media=self.options.media,
         )
         try:
+            await self.pipeline.open_transcript()
+            await self.services.hooks.session_start(self.pipeline.info)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self._pump_client_events()),
@@ -243,55 +258,16 @@ class Call:
     async def _pump_client_events(self) -> None:
         while True:
             message = await self.browser.inbox.get()
-            self.stats.client_events += 1
-            try:
-                event = parse_event(message)
-            except GatewayError as exc:
-                self._reject(exc, None)
-                continue
-            self.metrics.event_relayed("client", event["type"], len(message))
-            if self.dialect == "beta":
-                message = encode_event(beta.client_event_to_ga(event))
-            self.upstream.send(message)
+            out = await self.pipeline.client_message(message)
+            if out is not None:
+                self.upstream.send(out)
 
     async def _pump_server_events(self) -> None:
         while True:
             message = await self.upstream.inbox.get()
-            self.stats.server_events += 1
-            try:
-                event = parse_event(message)
-            except GatewayError:
-                # Not ours to judge: the browser gets what the upstream sent.
-                self.browser.send(message)
-                continue
-            kind = event["type"]
-            self.metrics.event_relayed("server", kind, len(message))
-            if kind == "response.done":
-                self._count_usage(event)
-            if self.dialect == "beta":
-                translated = beta.server_event_to_beta(event)
-                if translated is None:
-                    continue
-                message = encode_event(translated)
-            self.browser.send(message)
-
-    def _count_usage(self, event: dict[str, Any]) -> None:
-        response = event.get("response")
-        usage = response.get("usage") if isinstance(response, dict) else None
-        if not isinstance(usage, dict):
-            return
-        self.metrics.usage(usage)
-        for kind, value in tokens_by_kind(usage).items():
-            self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
-
-    def _reject(self, error: GatewayError, event: dict[str, Any] | None) -> None:
-        self.stats.client_errors += 1
-        log.info("call.client_event_rejected", call_id=self.call_id, code=error.code)
-        self.browser.send(
-            encode_event(
-                error_event(error, client_event_id=client_event_id(event) if event else None)
-            )
-        )
+            out = await self.pipeline.server_message(message)
+            if out is not None:
+                self.browser.send(out)
 
     async def _teardown(self) -> None:
         reason = self.end_reason or "unknown"
@@ -303,6 +279,8 @@ class Call:
             await _drain(self.browser)
         self.to_browser.finish()
         self.to_upstream.finish()
+        if self.pipeline.tools is not None:
+            await self.pipeline.tools.aclose()
         await asyncio.gather(self.browser.close(), self.upstream.close())
         if self.upstream_call_id is not None:
             try:
@@ -321,6 +299,7 @@ class Call:
         self.metrics.call_ended(outcome, duration, audio)
         if outcome == "upstream_error":
             self.metrics.upstream_error("ended")
+        stats = self.pipeline.stats
         log.info(
             "call.ended",
             call_id=self.call_id,
@@ -328,24 +307,30 @@ class Call:
             reason=reason,
             outcome=outcome,
             duration_s=round(duration, 3),
-            client_events=self.stats.client_events,
-            server_events=self.stats.server_events,
-            client_errors=self.stats.client_errors,
-            tokens=self.stats.tokens,
+            client_events=stats.client_events,
+            server_events=stats.server_events,
+            client_errors=stats.client_errors,
+            policy_violations=stats.policy_violations,
+            tool_calls=stats.tool_calls,
+            tokens=stats.tokens,
             audio_packets={f"{leg}_{d}": n for (leg, d), n in audio.items()},
         )
-        self._done.set()
-
-
-def _server_message_to_beta(message: Message) -> Message | None:
-    try:
-        event = parse_event(message)
-    except GatewayError:
-        return message
-    translated = beta.server_event_to_beta(event)
-    if translated is None:
-        return None
-    return message if translated is event else encode_event(translated)
+        summary = CallSummary(
+            reason=reason,
+            outcome=outcome,
+            duration_s=duration,
+            client_events=stats.client_events,
+            server_events=stats.server_events,
+            tokens=dict(stats.tokens),
+            tool_calls=stats.tool_calls,
+        )
+        try:
+            await self.services.hooks.session_end(self.pipeline.info, summary)
+        finally:
+            await self.pipeline.close_transcript(
+                reason=reason, outcome=outcome, duration_s=duration
+            )
+            self._done.set()
 
 
 async def _drain(peer: Peer, limit: float = 0.5) -> None:
@@ -366,7 +351,7 @@ async def open_call(
     *,
     client: UpstreamClient,
     options: LegOptions,
-    metrics: Metrics,
+    services: CallServices,
     started_at: float | None = None,
 ) -> Call:
     """Answer the browser and dial the upstream concurrently; return a call ready to :meth:`run`.
@@ -420,6 +405,9 @@ async def open_call(
         to_upstream.finish()
         await asyncio.gather(browser.close(), upstream.close())
         raise
+    pipeline = _make_pipeline(
+        call_id, request, upstream_answer.call_id, services, browser=browser, upstream=upstream
+    )
     call = Call(
         call_id=call_id,
         request=request,
@@ -431,7 +419,8 @@ async def open_call(
         to_upstream=to_upstream,
         options=options,
         answer_sdp=answer_sdp,
-        metrics=metrics,
+        services=services,
+        pipeline=pipeline,
         clock_rate=codec.clockRate,
         forwarders=forwarders,
         created_at=started_at,
@@ -447,3 +436,48 @@ async def _hangup_quietly(client: UpstreamClient, upstream_call_id: str | None) 
         await client.hangup(upstream_call_id)
     except GatewayError:
         log.warning("call.upstream_hangup_failed", upstream_call_id=upstream_call_id)
+
+
+def _make_pipeline(
+    call_id: str,
+    request: CallRequest,
+    upstream_call_id: str | None,
+    services: CallServices,
+    *,
+    browser: Peer,
+    upstream: Peer,
+) -> EventPipeline:
+    info = CallInfo(
+        call_id=call_id,
+        upstream_call_id=upstream_call_id,
+        dialect=request.dialect,
+        session=request.session,
+        started_at=time.time(),
+    )
+    transcript = (
+        TranscriptWriter(services.transcripts_dir, call_id)
+        if services.transcripts_dir is not None
+        else None
+    )
+    pipeline_ref: list[EventPipeline] = []
+    tools = None
+    if len(services.tools) > 0:
+        timeout = services.tool_timeout
+        tools = ToolCoordinator(
+            services.tools,
+            lambda event: upstream.send(encode_event(event)),
+            runner=lambda tool, args: run_tool(tool, args, default_timeout=timeout),
+            on_result=lambda call, result: pipeline_ref[0].tool_finished(call, result),
+        )
+    pipeline = EventPipeline(
+        info=info,
+        dialect=request.dialect,
+        metrics=services.metrics,
+        policy=ClientPolicy(services.policy),
+        hooks=services.hooks,
+        tools=tools,
+        transcript=transcript,
+        to_browser=browser.send,
+    )
+    pipeline_ref.append(pipeline)
+    return pipeline

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from gateway.config import Secret, Settings
 from gateway.emulator import Emulator, EmulatorSettings
+from gateway.hooks import load_hooks
+from gateway.metrics import Metrics
+from gateway.policy import PolicyConfig
+from gateway.protocol.catalog import CLIENT_EVENT_TYPES
+from gateway.relay import CallServices
 from gateway.rtc.media import check_aiortc_hooks
 from gateway.server import pages, realtime
 from gateway.server.middlewares import (
@@ -22,6 +29,7 @@ from gateway.server.middlewares import (
 )
 from gateway.server.state import STATE, GatewayState
 from gateway.tokens import ClientSecretStore
+from gateway.tools import ToolRegistry, load_tool_modules
 from gateway.upstream.client import UpstreamClient
 
 log = structlog.get_logger(__name__)
@@ -30,12 +38,36 @@ log = structlog.get_logger(__name__)
 BODY_SLACK = 16 * 1024
 
 
-def create_app(settings: Settings) -> web.Application:
+def services_from(settings: Settings, registry: CollectorRegistry | None = None) -> CallServices:
+    """Everything calls share, from the settings; raises ConfigError for bad tools/hooks."""
+    allowed = (
+        frozenset(settings.allowed_client_events)
+        if settings.allowed_client_events is not None
+        else CLIENT_EVENT_TYPES
+    )
+    return CallServices(
+        metrics=Metrics(registry),
+        policy=PolicyConfig(
+            allowed_client_events=allowed,
+            locked_session_fields=settings.locked_session_fields,
+            max_event_bytes=settings.max_event_bytes,
+            events_per_second=settings.events_per_second,
+            response_creates_per_minute=settings.response_creates_per_minute,
+        ),
+        hooks=load_hooks(settings.hooks),
+        tools=load_tool_modules(settings.tools) if settings.tools else ToolRegistry(),
+        tool_timeout=settings.tool_timeout,
+        transcripts_dir=Path(settings.transcripts_dir) if settings.transcripts_dir else None,
+    )
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     if settings.media == "passthrough":
         check_aiortc_hooks()
     state = GatewayState(
         settings=settings,
         secrets=ClientSecretStore(single_use=settings.client_secret_single_use),
+        services=services_from(settings, registry),
     )
     app = web.Application(
         middlewares=[
@@ -50,7 +82,11 @@ def create_app(settings: Settings) -> web.Application:
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
     realtime.add_routes(app)
-    pages.add_routes(app, demo=settings.demo_enabled)
+    pages.add_routes(
+        app,
+        demo=settings.demo_enabled,
+        web_dir=Path(settings.web_dir) if settings.web_dir else pages.DEFAULT_WEB_DIR,
+    )
     # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_calls)

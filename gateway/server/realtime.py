@@ -122,13 +122,13 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
             call_id,
             CallRequest(
                 offer_sdp=body.sdp,
-                session=state.resolve_session(*overrides),
+                session=state.upstream_session(*overrides),
                 dialect=dialect,
                 token_digest=digest,
             ),
             client=state.client,
             options=state.leg_options,
-            metrics=state.metrics,
+            services=state.services,
             started_at=started,
         )
     except UpstreamError as exc:
@@ -193,9 +193,51 @@ async def hangup(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _call_view(call: Any) -> dict[str, Any]:
+    stats = call.pipeline.stats
+    return {
+        "id": call.call_id,
+        "object": "realtime.call",
+        "upstream_call_id": call.upstream_call_id,
+        "dialect": call.dialect,
+        "media": call.options.media,
+        "age_s": round(time.monotonic() - call.created_at, 3),
+        "state": {
+            "browser": call.browser.pc.connectionState,
+            "upstream": call.upstream.pc.connectionState,
+        },
+        "events": {
+            "client": stats.client_events,
+            "server": stats.server_events,
+            "client_errors": stats.client_errors,
+            "policy_violations": stats.policy_violations,
+        },
+        "tool_calls": stats.tool_calls,
+        "usage": dict(stats.tokens),
+        "audio_packets": {f"{leg}_{d}": n for (leg, d), n in call.audio_counts().items()},
+    }
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    """Admin (gateway key): every live call on this process."""
+    state = _state(request)
+    require_server(request, state)
+    data = [_call_view(call) for call in state.calls]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    """Admin (gateway key): one live call."""
+    state = _state(request)
+    require_server(request, state)
+    return web.json_response(_call_view(state.calls.get(request.match_info["call_id"])))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
     app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_get("/v1/realtime/calls", list_calls)
+    app.router.add_get("/v1/realtime/calls/{call_id}", get_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_post("/v1/realtime/sessions", beta_sessions)
     app.router.add_post("/v1/realtime", beta_call)

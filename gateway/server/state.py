@@ -14,7 +14,7 @@ from gateway.emulator import Emulator
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
 from gateway.protocol.session import deep_merge, default_session
-from gateway.relay import LegOptions
+from gateway.relay import CallServices, LegOptions
 from gateway.tokens import ClientSecretStore
 from gateway.upstream.client import UpstreamClient
 
@@ -23,7 +23,7 @@ from gateway.upstream.client import UpstreamClient
 class GatewayState:
     settings: Settings
     secrets: ClientSecretStore
-    metrics: Metrics = field(default_factory=Metrics)
+    services: CallServices = field(default_factory=CallServices)
     calls: CallRegistry = field(default_factory=CallRegistry)
     draining: bool = False
     # Calls being set up (offer received, answer not yet sent): they count against capacity.
@@ -32,6 +32,10 @@ class GatewayState:
     client: UpstreamClient | None = None
     upstream_base_url: str = ""
     emulator: Emulator | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.services.metrics
 
     def check_capacity(self) -> None:
         """503 (with Retry-After) while draining or full; setups in flight count as calls."""
@@ -69,9 +73,26 @@ class GatewayState:
         """The server's defaults with each override merged on top, later ones winning."""
         s = self.settings
         session = default_session(s.model, s.voice, s.instructions)
+        if s.session_defaults:
+            session = deep_merge(session, s.session_defaults)
         for override in overrides:
             if override:
                 session = deep_merge(session, override)
+        return session
+
+    def upstream_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """The session sent upstream: :meth:`resolve_session` plus the server's tools.
+
+        Server tools replace same-named tools from a client secret: the server is authoritative.
+        """
+        session = self.resolve_session(*overrides)
+        server = self.services.tools.definitions()
+        if server:
+            names = {t["name"] for t in server}
+            requested = session.get("tools")
+            requested = requested if isinstance(requested, list) else []
+            kept = [t for t in requested if not (isinstance(t, dict) and t.get("name") in names)]
+            session["tools"] = kept + server
         return session
 
 

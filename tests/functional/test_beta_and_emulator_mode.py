@@ -58,12 +58,12 @@ class TestBetaFlow:
             {
                 "type": "session.update",
                 "event_id": "evt_b1",
-                "session": {"instructions": "Beta update.", "voice": "verse"},
+                "session": {"turn_detection": None, "voice": "verse"},
             }
         )
         update = await call.wait_for_event("session.update")
         assert update["session"]["type"] == "realtime"
-        assert update["session"]["instructions"] == "Beta update."
+        assert update["session"]["audio"]["input"]["turn_detection"] is None
         await peer.next_event("session.updated")
         # Server events come back under their beta names.
         peer.send(

@@ -275,7 +275,9 @@ class TestMisc:
     async def test_unknown_route_is_openai_shaped(self, gateway: Client) -> None:
         """Even aiohttp's own 404/405 leave as OpenAI-shaped errors."""
         await assert_error(await gateway.get("/v1/nothing"), 404, "not_found")
-        await assert_error(await gateway.get("/v1/realtime/calls"), 405, "method_not_allowed")
+        await assert_error(
+            await gateway.get("/v1/realtime/client_secrets"), 405, "method_not_allowed"
+        )
 
     async def test_unknown_call_hangup(self, gateway: Client) -> None:
         """Hanging up an unknown call is a 404."""

@@ -233,3 +233,23 @@ class TestCallLog:
         assert line["client_events"] == 2 and line["server_events"] > 5
         assert line["tokens"]["output_audio"] > 0
         assert all(token not in str(entry) and OPENAI_KEY not in str(entry) for entry in logs)
+
+
+class TestAdmin:
+    async def test_live_calls_are_listed_for_the_gateway_key_only(
+        self, gateway: Client, peers: list[TestPeer]
+    ) -> None:
+        """GET /v1/realtime/calls lists live calls with age, state, events and usage."""
+        peer, token, call_id = await open_call(gateway, peers)
+        await peer.next_event("session.created")
+        auth = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+        listing = await (await gateway.get("/v1/realtime/calls", headers=auth)).json()
+        assert [c["id"] for c in listing["data"]] == [call_id]
+        one = await (await gateway.get(f"/v1/realtime/calls/{call_id}", headers=auth)).json()
+        assert one["upstream_call_id"].startswith("rtc_")
+        assert one["state"]["browser"] == "connected"
+        assert one["events"]["server"] >= 1
+        browser = {"Authorization": f"Bearer {token}"}
+        assert (await gateway.get("/v1/realtime/calls", headers=browser)).status == 401
+        missing = await gateway.get("/v1/realtime/calls/rtc_nope", headers=auth)
+        assert missing.status == 404

@@ -98,22 +98,39 @@ class TestGaFlow:
             {
                 "type": "session.update",
                 "event_id": "evt_su",
-                "session": {"type": "realtime", "instructions": "Talk like a pirate."},
+                "session": {"type": "realtime", "output_modalities": ["text"]},
             }
         )
         updated = await peer.next_event("session.updated")
-        assert updated["session"]["instructions"] == "Talk like a pirate."
+        assert updated["session"]["output_modalities"] == ["text"]
 
-    async def test_unknown_event_types_pass_through(
+    async def test_unknown_client_event_types_are_refused_by_default(
         self, gateway: Client, emulator: Emulator, peers: list[TestPeer]
     ) -> None:
-        """The gateway does not judge event types it does not know; the upstream answers."""
+        """An undocumented client event never reaches OpenAI, which may drop the call for it."""
+        peer = await connect(gateway, peers)
+        peer.send({"type": "future.feature", "event_id": "evt_f", "x": 1})
+        error = await peer.next_event("error")
+        assert error["error"]["code"] == "event_type_not_allowed"
+        assert error["error"]["event_id"] == "evt_f"
+        peer.send({"type": "response.cancel", "event_id": "evt_ok"})
+        call = only_call(emulator)
+        await call.wait_for_event("response.cancel")
+        assert [e["type"] for e in call.received_events] == ["response.cancel"]
+
+    async def test_allowlist_is_configurable(
+        self, make_gateway: GatewayFactory, emulator: Emulator, peers: list[TestPeer]
+    ) -> None:
+        """Listed in GATEWAY_ALLOWED_CLIENT_EVENTS, a new type passes through verbatim."""
+        gateway = await make_gateway(allowed_client_events=("future.feature", "session.update"))
         peer = await connect(gateway, peers)
         peer.send({"type": "future.feature", "event_id": "evt_f", "x": 1})
         call = only_call(emulator)
-        await call.wait_for_event("future.feature")
-        error = await peer.next_event("error")
-        assert error["error"]["event_id"] == "evt_f"
+        assert await call.wait_for_event("future.feature") == {
+            "type": "future.feature",
+            "event_id": "evt_f",
+            "x": 1,
+        }
 
     async def test_malformed_messages_get_an_error_and_are_not_forwarded(
         self, gateway: Client, emulator: Emulator, peers: list[TestPeer]

@@ -1,0 +1,199 @@
+"""What happens to each event of a call on its way through the gateway, in order.
+
+Browser → upstream: parse (malformed → ``error`` event) → beta→GA translation → policy (refuse
+→ ``error`` event, or rewrite) → ``on_client_event`` hook → server-tool merge → sent.
+Upstream → browser: parse → metrics and usage → transcript → server-tool interception → hook →
+GA→beta translation → sent. An event nothing changed leaves as the exact bytes that came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gateway.errors import GatewayError
+from gateway.hooks import CallInfo, Hooks
+from gateway.metrics import Metrics, tokens_by_kind
+from gateway.policy import ClientPolicy
+from gateway.protocol import beta
+from gateway.protocol.events import client_event_id, encode_event, error_event, parse_event
+from gateway.toolcalls import ServerCall, ToolCoordinator
+from gateway.tools import ToolResult
+from gateway.transcripts import TranscriptBuilder, TranscriptWriter
+
+log = structlog.get_logger(__name__)
+
+Message = str | bytes
+Event = dict[str, Any]
+
+
+@dataclass
+class PipelineStats:
+    client_events: int = 0
+    server_events: int = 0
+    client_errors: int = 0
+    policy_violations: int = 0
+    tool_calls: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+
+
+class EventPipeline:
+    def __init__(
+        self,
+        *,
+        info: CallInfo,
+        dialect: str,
+        metrics: Metrics,
+        policy: ClientPolicy,
+        hooks: Hooks,
+        tools: ToolCoordinator | None,
+        transcript: TranscriptWriter | None,
+        to_browser: Callable[[Message], None],
+    ) -> None:
+        self.info = info
+        self._beta = dialect == "beta"
+        self._metrics = metrics
+        self._policy = policy
+        self._hooks = hooks
+        self.tools = tools
+        self.transcript = transcript
+        self._builder = TranscriptBuilder() if transcript is not None else None
+        self._to_browser = to_browser
+        self.stats = PipelineStats()
+        # The session as the upstream last reported it: what locked fields are compared with.
+        self.session: dict[str, Any] = dict(info.session)
+
+    # -- browser → upstream -------------------------------------------------------------------
+
+    async def client_message(self, message: Message) -> Message | None:
+        """The message to send upstream, or None if it was refused or dropped."""
+        self.stats.client_events += 1
+        try:
+            event = parse_event(message)
+        except GatewayError as exc:
+            self.reject(exc, None)
+            return None
+        original = event
+        self._metrics.event_relayed("client", event["type"], len(message))
+        if self._beta:
+            event = beta.client_event_to_ga(event)
+        decision = self._policy.check(event, len(message), current_session=self.session)
+        if decision.violation is not None:
+            self.stats.policy_violations += 1
+            self._metrics.policy_violation(decision.violation.rule)
+            log.info(
+                "policy.violation",
+                call_id=self.info.call_id,
+                rule=decision.violation.rule,
+                rewritten=decision.event is not None,
+            )
+        if decision.event is None:
+            assert decision.violation is not None
+            self.reject(decision.violation.to_error(), event)
+            return None
+        event = decision.event
+        if self._hooks.wants_client_events:
+            hooked = await self._hooks.client_event(self.info, event)
+            if hooked is None:
+                return None
+            event = hooked
+        if self.tools is not None and self.tools.enabled:
+            try:
+                event = self.tools.client_event(event)
+            except GatewayError as exc:
+                self.reject(exc, event)
+                return None
+        return message if event is original else encode_event(event)
+
+    # -- upstream → browser -------------------------------------------------------------------
+
+    async def server_message(self, message: Message) -> Message | None:
+        """The message to send to the browser, or None if it is hidden from it."""
+        self.stats.server_events += 1
+        try:
+            event = parse_event(message)
+        except GatewayError:
+            return message  # not ours to judge: the browser gets what the upstream sent
+        original = event
+        kind = event["type"]
+        self._metrics.event_relayed("server", kind, len(message))
+        if kind in ("session.created", "session.updated") and isinstance(
+            event.get("session"), dict
+        ):
+            self.session = event["session"]
+        elif kind == "response.done":
+            self._count_usage(event)
+        if self._builder is not None and self.transcript is not None:
+            for record in self._builder.feed(event):
+                self.transcript.write(record)
+        if self.tools is not None and self.tools.enabled:
+            hidden = self.tools.server_event(event)
+            if hidden is None:
+                return None
+            event = hidden
+        if self._hooks.wants_server_events:
+            hooked = await self._hooks.server_event(self.info, event)
+            if hooked is None:
+                return None
+            event = hooked
+        if self._beta:
+            translated = beta.server_event_to_beta(event)
+            if translated is None:
+                return None
+            event = translated
+        return message if event is original else encode_event(event)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def reject(self, error: GatewayError, event: Event | None) -> None:
+        """Answer a refused client event with an OpenAI-shaped ``error`` event."""
+        self.stats.client_errors += 1
+        log.info("call.client_event_rejected", call_id=self.info.call_id, code=error.code)
+        echo = client_event_id(event) if event is not None else None
+        self._to_browser(encode_event(error_event(error, client_event_id=echo)))
+
+    def _count_usage(self, event: Event) -> None:
+        response = event.get("response")
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(usage, dict):
+            return
+        self._metrics.usage(usage)
+        for kind, value in tokens_by_kind(usage).items():
+            self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
+
+    def tool_finished(self, call: ServerCall, result: ToolResult) -> None:
+        """Called by the tool coordinator for every finished server tool call."""
+        self.stats.tool_calls += 1
+        self._metrics.tool_call(call.name, result.status, result.seconds)
+        if self.transcript is not None and self._builder is not None:
+            self.transcript.write(
+                self._builder.tool_call(
+                    call_id=call.call_id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    output=result.output,
+                    status=result.status,
+                    seconds=result.seconds,
+                )
+            )
+
+    async def open_transcript(self) -> None:
+        if self.transcript is not None and self._builder is not None:
+            await self.transcript.start()
+            self.transcript.write(
+                self._builder.call_started(
+                    self.info.call_id, self.info.upstream_call_id, self.info.session
+                )
+            )
+
+    async def close_transcript(self, *, reason: str, outcome: str, duration_s: float) -> None:
+        """Pending corrections, the end record, then the file is flushed and closed."""
+        if self.transcript is not None and self._builder is not None:
+            for record in self._builder.call_ended(
+                reason=reason, outcome=outcome, duration_s=duration_s
+            ):
+                self.transcript.write(record)
+            await self.transcript.aclose()

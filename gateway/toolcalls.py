@@ -1,0 +1,286 @@
+"""Server-side tools inside one call: declared upstream, run here, invisible to the browser.
+
+The coordinator sits on both event streams of a call:
+
+* client → upstream: a browser ``session.update``/``response.create`` that sets ``tools`` gets
+  the server's tools merged back in (OpenAI's browser SDK sends ``tools: []`` on connect, which
+  would otherwise remove them); a browser tool named like a server tool is refused.
+* upstream → client: the function-call events of server tools (``response.output_item.*``,
+  ``response.function_call_arguments.*``, the ``conversation.item.*`` echoes, and their entries in
+  ``response.done.output``) are hidden, server tool definitions are removed from the sessions the
+  browser sees, and each call starts running the moment its arguments are complete.
+
+When a response with server calls is done and every call has finished, the outputs go upstream
+as ``function_call_output`` items followed by one ``response.create`` — sent only while no
+response is active, and sent again after the next ``response.done`` if the upstream still says
+``conversation_already_has_active_response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gateway.errors import InvalidRequest
+from gateway.protocol.events import new_event_id
+from gateway.tools import Tool, ToolRegistry, ToolResult, run_tool
+
+log = structlog.get_logger(__name__)
+
+Event = dict[str, Any]
+Runner = Callable[[Tool, str], Coroutine[Any, Any, ToolResult]]
+
+
+@dataclass
+class ServerCall:
+    call_id: str
+    name: str
+    arguments: str
+    response_id: str | None
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[ToolResult] | None = None
+    answered: bool = False
+
+
+def merge_tools(requested: Any, server: list[dict[str, Any]]) -> list[Any]:
+    """The browser's tools plus the server's; a browser tool may not take a server tool's name."""
+    browser = list(requested) if isinstance(requested, list) else []
+    server_names = {t["name"] for t in server}
+    for entry in browser:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name in server_names:
+            raise InvalidRequest(
+                f"The tool name '{name}' is reserved by this gateway's server-side tools; "
+                "rename the browser tool.",
+                code="tool_name_reserved",
+                param="session.tools",
+            )
+    return browser + server
+
+
+class ToolCoordinator:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        send_upstream: Callable[[Event], None],
+        *,
+        runner: Runner | None = None,
+        on_result: Callable[[ServerCall, ToolResult], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._send = send_upstream
+        self._run: Runner = runner or (lambda tool, args: run_tool(tool, args))
+        self._on_result = on_result
+        self._hidden_items: set[str] = set()
+        self._calls: dict[str, ServerCall] = {}
+        self._ours: set[str] = set()  # event_ids of the events we inject
+        self._active_response: str | None = None
+        self._want_response = False
+        self._answering: set[asyncio.Task[None]] = set()
+        self.calls_run = 0
+
+    @property
+    def enabled(self) -> bool:
+        return len(self._registry) > 0
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return self._registry.definitions()
+
+    # -- client → upstream --------------------------------------------------------------------
+
+    def client_event(self, event: Event) -> Event:
+        """Merge server tools into a browser's tool list; raises InvalidRequest on a clash."""
+        kind = event.get("type")
+        if kind == "session.update":
+            key = "session"
+        elif kind == "response.create":
+            key = "response"
+        else:
+            return event
+        body = event.get(key)
+        if not isinstance(body, dict) or "tools" not in body:
+            return event
+        merged = merge_tools(body["tools"], self.definitions())
+        return {**event, key: {**body, "tools": merged}}
+
+    # -- upstream → client --------------------------------------------------------------------
+
+    def server_event(self, event: Event) -> Event | None:
+        """The event as the browser should see it, or None to hide it."""
+        kind = event.get("type")
+        handler = _SERVER_HANDLERS.get(kind) if isinstance(kind, str) else None
+        return handler(self, event) if handler else event
+
+    def _session(self, event: Event) -> Event:
+        session = event.get("session")
+        if not isinstance(session, dict) or not isinstance(session.get("tools"), list):
+            return event
+        names = set(self._registry.names())
+        visible = [
+            t for t in session["tools"] if not (isinstance(t, dict) and t.get("name") in names)
+        ]
+        return {**event, "session": {**session, "tools": visible}}
+
+    def _response_created(self, event: Event) -> Event:
+        response = event.get("response")
+        self._active_response = response.get("id") if isinstance(response, dict) else "unknown"
+        return event
+
+    def _output_item(self, event: Event) -> Event | None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            return event
+        if item.get("type") == "function_call" and item.get("name") in self._registry:
+            if isinstance(item.get("id"), str):
+                self._hidden_items.add(item["id"])
+            return None
+        if item.get("id") in self._hidden_items:
+            return None
+        return event
+
+    def _conversation_item(self, event: Event) -> Event | None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            return event
+        if item.get("id") in self._hidden_items:
+            return None
+        if item.get("type") == "function_call" and item.get("name") in self._registry:
+            return None
+        if item.get("type") == "function_call_output" and item.get("call_id") in self._calls:
+            return None
+        return event
+
+    def _arguments_delta(self, event: Event) -> Event | None:
+        return None if event.get("item_id") in self._hidden_items else event
+
+    def _arguments_done(self, event: Event) -> Event | None:
+        name = event.get("name")
+        tool = self._registry.get(name) if isinstance(name, str) else None
+        if tool is None:
+            return event
+        call = ServerCall(
+            call_id=str(event.get("call_id")),
+            name=tool.name,
+            arguments=str(event.get("arguments") or "{}"),
+            response_id=event.get("response_id")
+            if isinstance(event.get("response_id"), str)
+            else None,
+        )
+        if isinstance(event.get("item_id"), str):
+            self._hidden_items.add(event["item_id"])
+        call.task = asyncio.get_running_loop().create_task(
+            self._run(tool, call.arguments), name=f"tool-{tool.name}"
+        )
+        self._calls[call.call_id] = call
+        log.info("tool.started", tool=tool.name, tool_call_id=call.call_id)
+        return None
+
+    def _response_done(self, event: Event) -> Event:
+        response = event.get("response")
+        response_id = response.get("id") if isinstance(response, dict) else None
+        self._active_response = None
+        pending = [
+            c for c in self._calls.values() if c.response_id == response_id and not c.answered
+        ]
+        if pending:
+            task = asyncio.get_running_loop().create_task(self._answer(pending))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+        elif self._want_response:
+            self._request_response()
+        if isinstance(response, dict) and isinstance(response.get("output"), list):
+            names = set(self._registry.names())
+            output = [
+                o
+                for o in response["output"]
+                if not (
+                    isinstance(o, dict)
+                    and o.get("type") == "function_call"
+                    and o.get("name") in names
+                )
+            ]
+            if len(output) != len(response["output"]):
+                return {**event, "response": {**response, "output": output}}
+        return event
+
+    def _error(self, event: Event) -> Event | None:
+        error = event.get("error")
+        if not isinstance(error, dict) or error.get("event_id") not in self._ours:
+            return event
+        if error.get("code") == "conversation_already_has_active_response":
+            # Not fatal: the model is still talking; ask again once it is done.
+            self._want_response = True
+        else:
+            log.warning("tool.upstream_error", code=error.get("code"), message=error.get("message"))
+        return None
+
+    # -- answering ----------------------------------------------------------------------------
+
+    async def _answer(self, calls: list[ServerCall]) -> None:
+        for call in calls:
+            call.answered = True
+        results = await asyncio.gather(*(c.task for c in calls if c.task is not None))
+        for call, result in zip(calls, results, strict=True):
+            log.info(
+                "tool.completed",
+                tool=call.name,
+                tool_call_id=call.call_id,
+                status=result.status,
+                seconds=round(result.seconds, 3),
+            )
+            self.calls_run += 1
+            if self._on_result is not None:
+                self._on_result(call, result)
+            self._inject(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "function_call_output",
+                        "call_id": call.call_id,
+                        "output": result.output,
+                    },
+                }
+            )
+        self._request_response()
+
+    def _request_response(self) -> None:
+        if self._active_response is not None:
+            self._want_response = True
+            return
+        self._want_response = False
+        self._inject({"type": "response.create"})
+
+    def _inject(self, event: Event) -> None:
+        event_id = new_event_id()
+        self._ours.add(event_id)
+        self._send({"event_id": event_id, **event})
+
+    async def aclose(self) -> None:
+        """Cancel running tools and pending answers; the call is over."""
+        tasks: list[asyncio.Task[Any]] = list(self._answering)
+        tasks += [c.task for c in self._calls.values() if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_SERVER_HANDLERS: dict[str, Callable[[ToolCoordinator, Event], Event | None]] = {
+    "session.created": ToolCoordinator._session,
+    "session.updated": ToolCoordinator._session,
+    "response.created": ToolCoordinator._response_created,
+    "response.output_item.added": ToolCoordinator._output_item,
+    "response.output_item.done": ToolCoordinator._output_item,
+    "conversation.item.added": ToolCoordinator._conversation_item,
+    "conversation.item.done": ToolCoordinator._conversation_item,
+    "conversation.item.created": ToolCoordinator._conversation_item,
+    "response.function_call_arguments.delta": ToolCoordinator._arguments_delta,
+    "response.function_call_arguments.done": ToolCoordinator._arguments_done,
+    "response.done": ToolCoordinator._response_done,
+    "error": ToolCoordinator._error,
+}
