@@ -1,0 +1,109 @@
+"""What the deploy checks share: paths, the settings' variable names, the metric catalogue,
+and finding the external linters (hadolint, promtool)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+
+# The metrics of issue #4, as exposed (counters with their _total suffix).
+METRICS = frozenset(
+    {
+        "realtime_gateway_sessions_active",
+        "realtime_gateway_sessions_total",
+        "realtime_gateway_session_duration_seconds",
+        "realtime_gateway_setup_seconds",
+        "realtime_gateway_events_total",
+        "realtime_gateway_event_bytes_total",
+        "realtime_gateway_audio_packets_total",
+        "realtime_gateway_audio_packets_lost_total",
+        "realtime_gateway_audio_jitter_seconds",
+        "realtime_gateway_tool_calls_total",
+        "realtime_gateway_tool_duration_seconds",
+        "realtime_gateway_policy_violations_total",
+        "realtime_gateway_tokens_total",
+        "realtime_gateway_upstream_errors_total",
+        "realtime_gateway_http_requests_total",
+        "realtime_gateway_capacity_calls",
+        "realtime_gateway_draining",
+    }
+)
+HISTOGRAMS = frozenset(
+    {
+        "realtime_gateway_session_duration_seconds",
+        "realtime_gateway_setup_seconds",
+        "realtime_gateway_tool_duration_seconds",
+    }
+)
+_METRIC_NAME = re.compile(r"\brealtime_gateway_[A-Za-z0-9_]+")
+_HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
+
+
+def metric_names(promql: str) -> set[str]:
+    """The ``realtime_gateway_*`` metrics a PromQL expression reads, histogram series folded
+    into their histogram (``x_bucket`` → ``x``)."""
+    names = set()
+    for name in _METRIC_NAME.findall(promql):
+        for suffix in _HISTOGRAM_SERIES:
+            if name.endswith(suffix) and name.removesuffix(suffix) in HISTOGRAMS:
+                name = name.removesuffix(suffix)
+        names.add(name)
+    return names
+
+
+def setting_names() -> set[str]:
+    """Every environment variable name gateway/config.py reads (its string literals)."""
+    source = (REPO / "gateway" / "config.py").read_text()
+    return set(re.findall(r"[\"']((?:GATEWAY|OPENAI)_[A-Z0-9_]+)[\"']", source))
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus compose's ``!reset`` tag (read as its plain value)."""
+
+
+def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("!reset", _reset)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506  # a SafeLoader subclass
+
+
+def load_yaml_all(path: Path) -> list[Any]:
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=_Loader) if doc is not None]
+
+
+def port_range(text: str) -> range:
+    low, _, high = text.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def tool(name: str, install_hint: str) -> str:
+    """Path of an external checker: the venv's first (pip-installed tools live there even when
+    the venv is not activated), then PATH. Missing: skip locally, fail under CI=true, so CI
+    cannot go green by not checking."""
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    message = f"{name} not found ({install_hint})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + "; CI=true, so this check may not be skipped")
+    pytest.skip(message)
