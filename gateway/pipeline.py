@@ -68,13 +68,18 @@ class EventPipeline:
 
     # -- browser → upstream -------------------------------------------------------------------
 
-    async def client_message(self, message: Message) -> Message | None:
-        """The message to send upstream, or None if it was refused or dropped."""
+    async def client_message(
+        self, message: Message, reply: Callable[[Message], None] | None = None
+    ) -> Message | None:
+        """The message to send upstream, or None if it was refused or dropped.
+
+        Refusals are answered through ``reply`` (the sideband) or else to the browser.
+        """
         self.stats.client_events += 1
         try:
             event = parse_event(message)
         except GatewayError as exc:
-            self.reject(exc, None)
+            self.reject(exc, None, reply)
             return None
         original = event
         self._metrics.event_relayed("client", event["type"], len(message))
@@ -92,7 +97,7 @@ class EventPipeline:
             )
         if decision.event is None:
             assert decision.violation is not None
-            self.reject(decision.violation.to_error(), event)
+            self.reject(decision.violation.to_error(), event, reply)
             return None
         event = decision.event
         if self._hooks.wants_client_events:
@@ -104,7 +109,7 @@ class EventPipeline:
             try:
                 event = self.tools.client_event(event)
             except GatewayError as exc:
-                self.reject(exc, event)
+                self.reject(exc, event, reply)
                 return None
         return message if event is original else encode_event(event)
 
@@ -148,12 +153,17 @@ class EventPipeline:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def reject(self, error: GatewayError, event: Event | None) -> None:
+    def reject(
+        self,
+        error: GatewayError,
+        event: Event | None,
+        reply: Callable[[Message], None] | None = None,
+    ) -> None:
         """Answer a refused client event with an OpenAI-shaped ``error`` event."""
         self.stats.client_errors += 1
         log.info("call.client_event_rejected", call_id=self.info.call_id, code=error.code)
         echo = client_event_id(event) if event is not None else None
-        self._to_browser(encode_event(error_event(error, client_event_id=echo)))
+        (reply or self._to_browser)(encode_event(error_event(error, client_event_id=echo)))
 
     def _count_usage(self, event: Event) -> None:
         response = event.get("response")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from gateway.rtc.media import (
     forward_encoded,
     pump_audio,
 )
-from gateway.rtc.peer import Peer
+from gateway.rtc.peer import Message, Peer
 from gateway.toolcalls import ToolCoordinator
 from gateway.tools import ToolRegistry, run_tool
 from gateway.transcripts import TranscriptWriter
@@ -108,6 +109,8 @@ _FAREWELLS: dict[str, tuple[str, str]] = {
 }
 
 STATS_INTERVAL = 5.0
+# A sideband that falls this many events behind loses the oldest: it must not slow the call.
+SUBSCRIBER_QUEUE = 1000
 
 
 @dataclass
@@ -131,6 +134,7 @@ class Call:
     end_reason: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _subscribers: set[asyncio.Queue[Message]] = field(default_factory=set)
 
     @property
     def dialect(self) -> Dialect:
@@ -262,9 +266,29 @@ class Call:
             if out is not None:
                 self.upstream.send(out)
 
+    def subscribe(self) -> asyncio.Queue[Message]:
+        """A queue of every upstream event of this call, as the upstream sent it (sideband)."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
+        self._subscribers.discard(queue)
+
+    async def inject(self, message: Message, reply: Callable[[Message], None]) -> None:
+        """A client event from the sideband: same policy, hooks and tools as the browser's."""
+        out = await self.pipeline.client_message(message, reply)
+        if out is not None:
+            self.upstream.send(out)
+
     async def _pump_server_events(self) -> None:
         while True:
             message = await self.upstream.inbox.get()
+            for queue in self._subscribers:
+                try:
+                    queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    log.warning("sideband.overflow", call_id=self.call_id)
             out = await self.pipeline.server_message(message)
             if out is not None:
                 self.browser.send(out)

@@ -20,7 +20,7 @@ from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.relay import CallServices
 from gateway.rtc.media import check_aiortc_hooks
-from gateway.server import pages, realtime
+from gateway.server import pages, realtime, sideband
 from gateway.server.middlewares import (
     cors_middleware,
     errors_middleware,
@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
     realtime.add_routes(app)
+    sideband.add_routes(app)
     pages.add_routes(
         app,
         demo=settings.demo_enabled,
