@@ -86,6 +86,8 @@ class Settings:
     # 1:1 NAT: the address browsers are told to send media to.
     public_ip: str | None = None
     ice_servers: tuple[IceServer, ...] = ()
+    # "relay": the browser leg uses TURN only (every packet through GATEWAY_ICE_SERVERS).
+    ice_transport_policy: str = "all"
     upstream_ice_servers: tuple[IceServer, ...] = ()
     # Server-side session defaults beyond model/voice/instructions (turn detection, transcription…)
     session_defaults: Mapping[str, Any] | None = None
@@ -184,6 +186,11 @@ class Settings:
             "ice_port_range": _port_range(env.get("GATEWAY_ICE_PORT_RANGE")),
             "public_ip": _public_ip(env.get("GATEWAY_PUBLIC_IP")),
             "ice_servers": _ice_servers("GATEWAY_ICE_SERVERS", env.get("GATEWAY_ICE_SERVERS")),
+            "ice_transport_policy": _choice(
+                "GATEWAY_ICE_TRANSPORT_POLICY",
+                env.get("GATEWAY_ICE_TRANSPORT_POLICY", "all").lower(),
+                ("all", "relay"),
+            ),
             "upstream_ice_servers": _ice_servers(
                 "GATEWAY_UPSTREAM_ICE_SERVERS", env.get("GATEWAY_UPSTREAM_ICE_SERVERS")
             ),

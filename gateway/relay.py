@@ -70,6 +70,7 @@ class LegOptions:
     ice_port_range: tuple[int, int] | None = None
     public_ip: str | None = None
     ice_servers: tuple[RTCIceServer, ...] = ()
+    relay_only: bool = False
     upstream_ice_servers: tuple[RTCIceServer, ...] = ()
     connect_timeout: float = 20.0
     media: MediaMode = "passthrough"
@@ -393,6 +394,7 @@ async def open_call(
         "browser",
         ice_addresses=options.ice_addresses,
         ice_servers=options.ice_servers,
+        relay_only=options.relay_only,
         port_range=options.ice_port_range,
         public_ip=options.public_ip,
     )

@@ -22,7 +22,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from gateway.errors import InvalidOffer, Unavailable
@@ -97,6 +97,7 @@ class Peer:
         *,
         ice_addresses: Sequence[str] = (),
         ice_servers: Sequence[RTCIceServer] = (),
+        relay_only: bool = False,
         port_range: tuple[int, int] | None = None,
         public_ip: str | None = None,
     ) -> None:
@@ -105,7 +106,13 @@ class Peer:
         self._port_range = port_range
         self._public_ip = public_ip
         self.pc = OwnedPeerConnection(
-            RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            RTCConfiguration(
+                iceServers=list(ice_servers),
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+                ),
+            )
         )
         self.channel: RTCDataChannel | None = None
         self.inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)

@@ -148,6 +148,8 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
             call.stop("token_reused")
             await call.run()
             raise
+    # Every later line of the call (its task copies this context) names both ids.
+    structlog.contextvars.bind_contextvars(upstream_call_id=call.upstream_call_id)
     state.calls.start(call)
     log.info(
         "call.answered",

@@ -65,6 +65,7 @@ class GatewayState:
             ice_port_range=self.settings.ice_port_range,
             public_ip=self.settings.public_ip,
             ice_servers=_rtc_servers(self.settings.ice_servers),
+            relay_only=self.settings.ice_transport_policy == "relay",
             upstream_ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
             media="transcode" if self.settings.media == "transcode" else "passthrough",
         )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import re
+import shutil
 import socket
+from pathlib import Path
 
-from tests.functional.conftest import GatewayFactory, mint
+import pytest
+
+from gateway.config import IceServer, Secret
+from tests.functional.conftest import GatewayFactory, mint, state_of
 from tests.support.peer import TestPeer
 
 CANDIDATE = re.compile(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host")
@@ -90,3 +97,92 @@ class TestPublicIp:
         peer.mic.say(0.6)
         await peer.next_event("output_audio_buffer.stopped", timeout=10)
         assert peer.received.energy_frames(threshold=0.02) >= 10
+
+
+TURNSERVER = shutil.which("turnserver")
+
+
+@pytest.mark.skipif(
+    TURNSERVER is None and os.environ.get("CI") != "true",
+    reason="coturn is not installed (scripts/install-system installs it)",
+)
+class TestTurnRelay:
+    async def test_relay_only_call_through_coturn(
+        self, make_gateway: GatewayFactory, peers: list[TestPeer], tmp_path: Path
+    ) -> None:
+        """With a relay-only policy every browser-leg packet crosses a real coturn on loopback."""
+        assert TURNSERVER is not None, "coturn missing under CI: run scripts/install-system"
+        port = free_range(1)[0]
+        relay_low, relay_high = free_range(20)
+        proc = await asyncio.create_subprocess_exec(
+            TURNSERVER,
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            f"--min-port={relay_low}",
+            f"--max-port={relay_high}",
+            "--lt-cred-mech",
+            "--user=test:test",
+            "--realm=test.local",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--allow-loopback-peers",
+            f"--pidfile={tmp_path / 'turn.pid'}",
+            f"--log-file={tmp_path / 'turn.log'}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_for_udp_listener(port)
+            gateway = await make_gateway(
+                ice_servers=(
+                    IceServer(
+                        urls=(f"turn:127.0.0.1:{port}?transport=udp",),
+                        username="test",
+                        credential=Secret("test"),
+                    ),
+                ),
+                ice_transport_policy="relay",
+            )
+            peer = TestPeer()
+            peers.append(peer)
+            result = await peer.connect(
+                gateway.session, str(gateway.make_url("/v1/realtime/calls")), await mint(gateway)
+            )
+            assert result.status == 201, result.body
+            candidates = re.findall(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ (\w+)", result.body)
+            assert candidates and {kind for _, kind in candidates} == {"relay"}
+            assert all(relay_low <= int(p) <= relay_high for p, _ in candidates)
+            await peer.wait_open(timeout=10)
+            peer.mic.say(0.6)
+            await peer.next_event("output_audio_buffer.stopped", timeout=10)
+            assert peer.received.energy_frames(threshold=0.02) >= 10
+            # End the call while coturn is up, so the TURN allocation is released properly.
+            await peer.close()
+            for _ in range(100):
+                if len(state_of(gateway).calls) == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def wait_for_udp_listener(port: int) -> None:
+    """coturn is up when a STUN binding request on its port gets an answer."""
+    request = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 12
+    loop = asyncio.get_running_loop()
+    for _ in range(100):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.sendto(request, ("127.0.0.1", port))
+            await asyncio.wait_for(loop.sock_recv(sock, 512), 0.1)
+            return
+        except (TimeoutError, OSError):
+            await asyncio.sleep(0.05)
+        finally:
+            sock.close()
+    raise AssertionError("coturn did not start")
