@@ -80,6 +80,11 @@ class Settings:
     media: str = "passthrough"
     max_calls: int = 100
     connect_timeout: float = 20.0
+    peer_timeout: float = 6.0
+    idle_timeout: float = 600.0
+    max_call_duration: float = 3600.0
+    calls_per_minute_per_ip: int = 30
+    calls_per_minute_per_token: int = 10
     drain_timeout: float = 30.0
     # (low, high) inclusive UDP port range for every ICE socket; None lets the OS choose.
     ice_port_range: tuple[int, int] | None = None
@@ -179,6 +184,33 @@ class Settings:
             "max_calls": _int("GATEWAY_MAX_CALLS", env.get("GATEWAY_MAX_CALLS"), 100, 1, 100000),
             "connect_timeout": _float(
                 "GATEWAY_CONNECT_TIMEOUT", env.get("GATEWAY_CONNECT_TIMEOUT"), 20.0, 1.0, 300.0
+            ),
+            "peer_timeout": _float(
+                "GATEWAY_PEER_TIMEOUT", env.get("GATEWAY_PEER_TIMEOUT"), 6.0, 1.0, 600.0
+            ),
+            "idle_timeout": _float(
+                "GATEWAY_IDLE_TIMEOUT", env.get("GATEWAY_IDLE_TIMEOUT"), 600.0, 1.0, 86400.0
+            ),
+            "max_call_duration": _float(
+                "GATEWAY_MAX_CALL_DURATION",
+                env.get("GATEWAY_MAX_CALL_DURATION"),
+                3600.0,
+                1.0,
+                86400.0,
+            ),
+            "calls_per_minute_per_ip": _int(
+                "GATEWAY_CALLS_PER_MINUTE_PER_IP",
+                env.get("GATEWAY_CALLS_PER_MINUTE_PER_IP"),
+                30,
+                1,
+                1000000,
+            ),
+            "calls_per_minute_per_token": _int(
+                "GATEWAY_CALLS_PER_MINUTE_PER_TOKEN",
+                env.get("GATEWAY_CALLS_PER_MINUTE_PER_TOKEN"),
+                10,
+                1,
+                1000000,
             ),
             "drain_timeout": _float(
                 "GATEWAY_DRAIN_TIMEOUT", env.get("GATEWAY_DRAIN_TIMEOUT"), 30.0, 0.0, 86400.0

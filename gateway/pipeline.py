@@ -37,6 +37,9 @@ class PipelineStats:
     client_errors: int = 0
     policy_violations: int = 0
     tool_calls: int = 0
+    speech_started: int = 0
+    # True between response.created and response.done: the assistant is busy, not idle.
+    responding: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
 
 
@@ -131,6 +134,11 @@ class EventPipeline:
             self.session = event["session"]
         elif kind == "response.done":
             self._count_usage(event)
+            self.stats.responding = False
+        elif kind == "response.created":
+            self.stats.responding = True
+        elif kind == "input_audio_buffer.speech_started":
+            self.stats.speech_started += 1
         if self._builder is not None and self.transcript is not None:
             for record in self._builder.feed(event):
                 self.transcript.write(record)

@@ -74,6 +74,9 @@ class LegOptions:
     upstream_ice_servers: tuple[RTCIceServer, ...] = ()
     connect_timeout: float = 20.0
     media: MediaMode = "passthrough"
+    peer_timeout: float = 6.0
+    idle_timeout: float = 600.0
+    max_duration: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ def outcome_of(reason: str) -> str:
         return "upstream_error"
     if reason in ("connect_timeout", "idle_timeout", "max_duration"):
         return "timeout"
+    if reason == "browser_vanished":
+        return "browser_gone"
     if reason == "shutdown":
         return "shutdown"
     return "rejected" if reason == "token_reused" else "completed"
@@ -106,10 +111,14 @@ def outcome_of(reason: str) -> str:
 # Reasons the browser is told about with an ``error`` event before its peer is closed.
 _FAREWELLS: dict[str, tuple[str, str]] = {
     "upstream": ("The upstream ended the call.", "upstream_ended"),
+    "idle_timeout": ("The call was idle too long and has been ended.", "idle_timeout"),
+    "max_duration": ("The call reached its maximum duration.", "max_duration"),
+    "connect_timeout": ("The call could not be connected in time.", "connect_timeout"),
     "shutdown": ("The gateway is shutting down; reconnect to continue.", "gateway_shutdown"),
 }
 
 STATS_INTERVAL = 5.0
+LIVENESS_TICK = 0.5
 # A sideband that falls this many events behind loses the oldest: it must not slow the call.
 SUBSCRIBER_QUEUE = 1000
 
@@ -136,6 +145,7 @@ class Call:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribers: set[asyncio.Queue[Message]] = field(default_factory=set)
+    _liveness_reason: str = "liveness"
 
     @property
     def dialect(self) -> Dialect:
@@ -214,6 +224,7 @@ class Call:
             asyncio.ensure_future(self.browser.ended.wait()): "browser",
             asyncio.ensure_future(self.upstream.ended.wait()): "upstream",
             asyncio.ensure_future(self._watch_connect()): "connect_timeout",
+            asyncio.ensure_future(self._watch_liveness()): "liveness",
         }
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -226,21 +237,68 @@ class Call:
             return f"browser_{self.browser.end_reason}"
         if which == "upstream":
             return f"upstream_{self.upstream.end_reason}"
+        if which == "liveness":
+            return self._liveness_reason
         return self.end_reason or which
 
     async def _watch_connect(self) -> None:
-        """Returns (ending the call) if the browser is not connected in time; else waits forever."""
+        """Returns (ending the call) if either leg is not up in time; else waits forever."""
         try:
             async with asyncio.timeout(self.options.connect_timeout):
                 await asyncio.gather(
-                    self.browser.connected.wait(), self.browser.channel_open.wait()
+                    self.browser.connected.wait(),
+                    self.browser.channel_open.wait(),
+                    self.upstream.connected.wait(),
+                    self.upstream.channel_open.wait(),
                 )
         except TimeoutError:
             log.warning(
-                "call.connect_timeout", call_id=self.call_id, timeout=self.options.connect_timeout
+                "call.connect_timeout",
+                call_id=self.call_id,
+                timeout=self.options.connect_timeout,
+                browser=self.browser.pc.connectionState,
+                upstream=self.upstream.pc.connectionState,
             )
             return
         await asyncio.Event().wait()
+
+    async def _watch_liveness(self) -> None:
+        """Returns (ending the call) when a limit is reached; sets ``_liveness_reason``.
+
+        aiortc reports no transient "disconnected" state and aioice's consent checks take ~30 s,
+        so a browser that vanishes (a killed tab, a dropped network) is noticed here instead:
+        browsers send audio packets continuously (at least every 400 ms with DTX), so
+        ``peer_timeout`` seconds without a packet or an event means it is gone. The upstream
+        sends audio continuously too (silence between responses).
+        """
+        limits = self.options
+        await asyncio.gather(self.browser.connected.wait(), self.upstream.connected.wait())
+        browser_seen = upstream_seen = user_seen = time.monotonic()
+        last_browser = last_upstream = last_user = -1
+        while True:
+            await asyncio.sleep(LIVENESS_TICK)
+            now = time.monotonic()
+            browser = self.to_upstream.frames_in + self.pipeline.stats.client_events
+            upstream = self.to_browser.frames_in + self.pipeline.stats.server_events
+            user = self.pipeline.stats.client_events + self.pipeline.stats.speech_started
+            if browser != last_browser:
+                browser_seen, last_browser = now, browser
+            if upstream != last_upstream:
+                upstream_seen, last_upstream = now, upstream
+            if user != last_user or self.pipeline.stats.responding:
+                user_seen, last_user = now, user
+            if now - browser_seen >= limits.peer_timeout:
+                self._liveness_reason = "browser_vanished"
+            elif now - upstream_seen >= limits.peer_timeout:
+                self._liveness_reason = "upstream_vanished"
+            elif now - user_seen >= limits.idle_timeout:
+                self._liveness_reason = "idle_timeout"
+            elif now - self.created_at >= limits.max_duration:
+                self._liveness_reason = "max_duration"
+            else:
+                continue
+            log.info("call.limit_reached", call_id=self.call_id, reason=self._liveness_reason)
+            return
 
     async def _watch_setup(self) -> None:
         await self.browser.connected.wait()

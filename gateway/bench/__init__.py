@@ -1,4 +1,8 @@
-"""``realtime-gateway bench``: added latency, CPU and memory of the gateway, measured."""
+"""``realtime-gateway bench``: added latency, CPU and memory of the gateway, measured.
+
+See ``docs/benchmark.md``. Importing this package starts nothing and loads no aiortc: the
+command's modules are imported when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,4 +10,6 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str]) -> int:
-    raise SystemExit("realtime-gateway bench: not built yet")
+    from gateway.bench.cli import main as run
+
+    return run(argv)

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from gateway.errors import InvalidOffer, Unavailable
+from gateway.errors import InvalidOffer, Unavailable, UpstreamError
 from gateway.protocol.sdp import announce_address
 from gateway.rtc import ice
 
@@ -186,7 +186,13 @@ class Peer:
         return str(self.pc.localDescription.sdp)
 
     async def accept_answer(self, answer_sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        except Exception as exc:  # aiortc raises ValueError and friends on odd SDP
+            raise UpstreamError(
+                f"The upstream's SDP answer could not be applied: {exc}",
+                code="upstream_bad_answer",
+            ) from exc
 
     # -- events -----------------------------------------------------------------------------
 

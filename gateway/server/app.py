@@ -18,6 +18,7 @@ from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
+from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices
 from gateway.rtc.media import check_aiortc_hooks
 from gateway.server import pages, realtime, sideband
@@ -68,6 +69,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         settings=settings,
         secrets=ClientSecretStore(single_use=settings.client_secret_single_use),
         services=services_from(settings, registry),
+        ip_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
+        token_limiter=SlidingWindow(settings.calls_per_minute_per_token),
     )
     app = web.Application(
         middlewares=[

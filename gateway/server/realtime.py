@@ -19,6 +19,7 @@ from gateway.errors import (
     AuthenticationError,
     GatewayError,
     NotFound,
+    RateLimited,
     Unavailable,
     UpstreamError,
 )
@@ -93,8 +94,11 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     state = _state(request)
     caller = identify(request, state)
     try:
+        # The app's backend (gateway key) is trusted with its own pace; browsers are not.
+        if not caller.is_server:
+            state.check_rate(request.remote, token_digest(caller.token))
         state.check_capacity()
-    except Unavailable:
+    except (Unavailable, RateLimited):
         state.metrics.call_rejected()
         raise
     digest: bytes | None = None

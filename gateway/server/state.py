@@ -11,9 +11,10 @@ from aiortc import RTCIceServer
 from gateway.calls import CallRegistry
 from gateway.config import IceServer, Settings
 from gateway.emulator import Emulator
-from gateway.errors import Unavailable
+from gateway.errors import RateLimited, Unavailable
 from gateway.metrics import Metrics
 from gateway.protocol.session import deep_merge, default_session
+from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices, LegOptions
 from gateway.tokens import ClientSecretStore
 from gateway.upstream.client import UpstreamClient
@@ -26,6 +27,8 @@ class GatewayState:
     services: CallServices = field(default_factory=CallServices)
     calls: CallRegistry = field(default_factory=CallRegistry)
     draining: bool = False
+    ip_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(30))
+    token_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
     # Calls being set up (offer received, answer not yet sent): they count against capacity.
     pending: int = 0
     # Set by the upstream cleanup context once the HTTP client (and the emulator) are up.
@@ -36,6 +39,21 @@ class GatewayState:
     @property
     def metrics(self) -> Metrics:
         return self.services.metrics
+
+    def check_rate(self, ip: str | None, token_digest: bytes | None) -> None:
+        """429 (with Retry-After) when a client IP or client secret opens calls too fast."""
+        for limiter, key, what in (
+            (self.ip_limiter, ip, "from this address"),
+            (self.token_limiter, token_digest.hex() if token_digest else None, "with this secret"),
+        ):
+            if key is None:
+                continue
+            wait = limiter.hit(key)
+            if wait is not None:
+                raise RateLimited(
+                    f"Too many calls {what}: at most {limiter.limit} a minute. Retry later.",
+                    retry_after=max(1, round(wait)),
+                )
 
     def check_capacity(self) -> None:
         """503 (with Retry-After) while draining or full; setups in flight count as calls."""
@@ -62,6 +80,9 @@ class GatewayState:
             ice_addresses=self.settings.ice_addresses,
             upstream_ice_addresses=self.settings.upstream_ice_addresses,
             connect_timeout=self.settings.connect_timeout,
+            peer_timeout=self.settings.peer_timeout,
+            idle_timeout=self.settings.idle_timeout,
+            max_duration=self.settings.max_call_duration,
             ice_port_range=self.settings.ice_port_range,
             public_ip=self.settings.public_ip,
             ice_servers=_rtc_servers(self.settings.ice_servers),

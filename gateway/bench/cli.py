@@ -1,0 +1,401 @@
+"""``realtime-gateway bench``: flags, processes and phases, in that order.
+
+Process layout: this process is the *load*: the browser-side client peers and the bench
+upstream (both cheap: pre-encoded audio out, no decoding in). The gateway runs as a child
+process per media mode, so its CPU and memory are its own. Each mode's phase also runs a few
+direct calls (clients straight to the bench upstream) in the same window: the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.bench import report as report_mod
+from gateway.bench import table
+from gateway.bench.audio import MarkerLoop
+from gateway.bench.measure import LagProbe, load_average, machine_info
+from gateway.bench.phase import LoadEnv, PhaseConfig, run_phase
+from gateway.bench.probe import ProbeRegistry
+from gateway.bench.process import GatewayProcess, free_port, gateway_env
+from gateway.bench.upstream import BenchUpstream
+
+MODES = ("passthrough", "transcode")
+LAG_WARN_MS = 20.0
+OTHERS_WARN_PCT = 50.0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="realtime-gateway bench",
+        description="Measure the gateway on this machine: added latency per direction against "
+        "a direct no-gateway baseline, packet loss, CPU and memory per call, setup time and "
+        "data-channel latency, for each media mode, in one run.",
+    )
+    p.add_argument(
+        "--calls", type=_positive_int, default=10, metavar="N", help="concurrent calls (10)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=20.0,
+        metavar="T",
+        help="measurement window per phase, or the soak's duration (20)",
+    )
+    p.add_argument(
+        "--media",
+        choices=(*MODES, "both"),
+        default=None,
+        help="media path(s) to measure (default: both; a soak: passthrough)",
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="put the gateway on a core of its own; the load gets the others",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument(
+        "--direct-calls",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="direct calls (no gateway) measured in the same window as the baseline "
+        "(default: --calls, at most 5)",
+    )
+    p.add_argument(
+        "--events-per-second",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="R",
+        help="data-channel events per call and direction (2)",
+    )
+    p.add_argument(
+        "--ramp",
+        type=_non_negative_float,
+        default=0.05,
+        metavar="S",
+        help="seconds between two call starts (0.05)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--gateway-source",
+        type=_source_tree,
+        default=None,
+        metavar="DIR",
+        help="run the gateway from this source tree (e.g. an export of another commit) "
+        "instead of the installed one, to compare versions on the same machine",
+    )
+    soak = p.add_argument_group("soak (issue #7 §6)")
+    soak.add_argument(
+        "--soak",
+        action="store_true",
+        help="hold --calls calls for --seconds while others open and hang up, "
+        "sampling the gateway's memory and descriptors",
+    )
+    soak.add_argument(
+        "--churn",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="calls churning at any moment during a soak (2)",
+    )
+    soak.add_argument(
+        "--churn-hold",
+        type=_positive_float,
+        default=3.0,
+        metavar="S",
+        help="seconds each churning call stays up (3)",
+    )
+    soak.add_argument(
+        "--sample-every",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds between samples of the gateway during a soak (5)",
+    )
+    return p
+
+
+def _source_tree(text: str) -> Path:
+    path = Path(text).resolve()
+    if not (path / "gateway" / "__main__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no gateway/__main__.py in it")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def modes_of(args: argparse.Namespace) -> tuple[str, ...]:
+    media = args.media or ("passthrough" if args.soak else "both")
+    return MODES if media == "both" else (media,)
+
+
+def plan_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str | None]:
+    """(gateway CPUs, load CPUs, warning): the gateway gets the last allowed CPU."""
+    if not pin:
+        return None, None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None, "--pin needs at least 2 CPUs; running unpinned"
+    return {allowed[-1]}, set(allowed[:-1]), None
+
+
+def pin_self(cpus: set[int]) -> None:
+    """Pin every thread of this process (affinity is per thread on Linux)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Runner:
+    """One benchmark run; owns the upstream, the HTTP client and every gateway it starts."""
+
+    def __init__(self, args: argparse.Namespace, gateway_cpus: set[int] | None) -> None:
+        self.args = args
+        self.gateway_cpus = gateway_cpus
+        self.gateways: list[GatewayProcess] = []
+        self.notes: list[str] = []
+        self.started = time.monotonic()
+        self.interrupted = 0
+
+    def progress(self, message: str) -> None:
+        if not self.args.quiet:
+            elapsed = time.monotonic() - self.started
+            print(f"bench [{elapsed:5.1f} s]: {message}", file=sys.stderr, flush=True)
+
+    async def start_gateway(self, env: LoadEnv, media: str) -> GatewayProcess:
+        settings = gateway_env(
+            os.environ,
+            media=media,
+            port=free_port(),
+            upstream_base_url=env.upstream_url,
+            upstream_key=env.upstream.api_key,
+            gateway_key="gk_bench_" + secrets.token_urlsafe(16),
+            max_calls=max(100, 2 * self.args.calls + self.args.churn + 10),
+        )
+        gateway = await GatewayProcess.start(settings, self.gateway_cpus, self.args.gateway_source)
+        self.gateways.append(gateway)
+        await gateway.wait_ready(env.http)
+        self.progress(f"{media}: gateway ready (pid {gateway.proc.pid})")
+        return gateway
+
+    async def stop_gateway(self, gateway: GatewayProcess) -> int | None:
+        code = await gateway.stop()
+        self.gateways.remove(gateway)
+        return code
+
+    async def run(self) -> dict[str, Any]:
+        self.progress("encoding the marker loop")
+        probes = ProbeRegistry(MarkerLoop.build())
+        upstream = BenchUpstream(
+            probes,
+            api_key="sk-bench-" + secrets.token_urlsafe(16),
+            events_per_second=self.args.events_per_second,
+        )
+        lag = LagProbe()
+        loadavg_start = load_average()
+        # No keep-alive, here nor at the bench upstream: a pooled connection holds a descriptor
+        # in the gateway, and its descriptor count must reflect calls, not idle connections.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            url = await upstream.start()
+            lag.start()
+            env = LoadEnv(
+                http, probes, upstream, url, self.args.events_per_second, lag, self.progress
+            )
+            try:
+                if self.args.soak:
+                    from gateway.bench.soak import run_soak
+
+                    result = await run_soak(self, env, modes_of(self.args)[0])
+                else:
+                    result = await self._phases(env)
+            finally:
+                await lag.stop()
+                await upstream.aclose()
+        result["machine"]["loadavg_start"] = list(loadavg_start)
+        result["machine"]["loadavg_end"] = list(load_average())
+        return result
+
+    @property
+    def direct_calls(self) -> int:
+        chosen: int | None = self.args.direct_calls
+        return min(self.args.calls, 5) if chosen is None else chosen
+
+    def config(self, modes: Sequence[str]) -> dict[str, Any]:
+        a = self.args
+        return {
+            "calls": a.calls,
+            "direct_calls": self.direct_calls,
+            "seconds": a.seconds,
+            "media": list(modes),
+            "events_per_second": a.events_per_second,
+            "ramp": a.ramp,
+            "gateway_cpus": sorted(self.gateway_cpus) if self.gateway_cpus else None,
+            "gateway_source": str(a.gateway_source) if a.gateway_source else None,
+        }
+
+    async def _phases(self, env: LoadEnv) -> dict[str, Any]:
+        modes = modes_of(self.args)
+        config = PhaseConfig(
+            calls=self.args.calls,
+            seconds=self.args.seconds,
+            direct_calls=self.direct_calls,
+            ramp=self.args.ramp,
+        )
+        phases: dict[str, dict[str, Any]] = {}
+        for media in modes:
+            gateway = await self.start_gateway(env, media)
+            try:
+                result = await run_phase(media, config, env, gateway)
+            finally:
+                self.progress(f"{media}: stopping the gateway")
+                code = await self.stop_gateway(gateway)
+            assert result.gateway is not None
+            result.gateway.exit_code = code
+            result.gateway.problems = gateway.problems()
+            phases[media] = report_mod.summarize(result, env.lag.window_ms(*result.window))
+        report = report_mod.build(self.config(modes), machine_info(), phases)
+        report["notes"] = self.notes + _health_notes(report)
+        return report
+
+
+def _health_notes(report: dict[str, Any]) -> list[str]:
+    """Say when a figure should not be trusted: a lagging load process, a busy machine."""
+    notes = []
+    for name, phase in report["phases"].items():
+        lag = phase["load"]["loop_lag_ms"]["p99"]
+        others = phase["other_processes_cpu_pct"]
+        if lag is not None and lag > LAG_WARN_MS:
+            notes.append(
+                f"{name}: the load process's event loop lagged (p99 {lag:.0f} ms, using "
+                f"{phase['load']['cpu_pct']:.0f} % of a core): its own delays are in these "
+                "latencies; use fewer calls, --pin, or a quieter machine"
+            )
+        if others is not None and others > OTHERS_WARN_PCT:
+            notes.append(
+                f"{name}: other processes used {others:.0f} % of a core during the window: "
+                "a noisy machine; trust ratios and medians more than tails, or rerun"
+            )
+        for group, label in ((phase, "call(s)"), (phase["direct"], "direct call(s)")):
+            if group["calls"]["failed"]:
+                notes.append(
+                    f"{name}: {group['calls']['failed']} {label} failed: "
+                    f"{'; '.join(group['calls']['errors'])}"
+                )
+        for direction in ("up", "down"):
+            for text in phase["events"][direction]["answered_with"]:
+                notes.append(f"{name}: events {direction} were answered with {text}")
+        gateway = phase.get("gateway") or {}
+        if gateway.get("problems"):
+            notes.append(
+                f"{name}: the gateway reported {len(gateway['problems'])} problem "
+                f"line(s), last: {gateway['problems'][-1][:160]}"
+            )
+    return notes
+
+
+CLEANUP_LIMIT = 45.0  # after a Ctrl-C, the orderly teardown gets this long before a hard exit
+
+
+async def _interruptible(runner: Runner) -> dict[str, Any]:
+    """Run, turning SIGINT/SIGTERM into an orderly, bounded teardown; a second one forces it.
+
+    asyncio's own Ctrl-C handling raises KeyboardInterrupt inside whatever callback runs at the
+    second press, which can leave aiortc's tasks unable to finish: handled here instead.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def hard_exit() -> None:
+        for gateway in runner.gateways:
+            gateway.kill_now()
+        print("bench: forced exit", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def interrupt() -> None:
+        runner.interrupted += 1
+        if runner.interrupted > 1:
+            hard_exit()
+        runner.progress("interrupted: hanging up and stopping the gateway (again to force)")
+        task.cancel()
+        loop.call_later(CLEANUP_LIMIT, hard_exit)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, interrupt)
+    try:
+        return await runner.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    gateway_cpus, load_cpus, warning = plan_cpus(args.pin)
+    if load_cpus is not None:
+        pin_self(load_cpus)
+    runner = Runner(args, gateway_cpus)
+    if warning:
+        runner.notes.append(warning)
+    try:
+        result = asyncio.run(_interruptible(runner))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for gateway in runner.gateways:  # only if teardown itself was cut short
+            gateway.kill_now()
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif args.soak:
+        from gateway.bench.soak import render
+
+        print(render(result))
+    else:
+        print(table.render(result))
+    return 0

@@ -1,0 +1,172 @@
+"""Browser-side client peers: dial like OpenAI's browser code, send the marker loop, log arrivals.
+
+A client dials either the gateway (mint an ``ek_`` secret with the gateway key, then POST the
+raw SDP offer with it, as a browser does) or, for the no-gateway baseline, the bench upstream
+directly (multipart ``sdp`` + ``session`` with the upstream key, as the gateway does). Either
+way the call is tied to its upstream side by the probe's key in ``session.instructions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCDataChannel, RTCSessionDescription
+
+from gateway.bench.probe import CallProbe, Pinger
+from gateway.bench.stream import MarkerTrack, tap_receiver
+from gateway.bench.upstream import LOOPBACK, opus_capability
+from gateway.protocol.sdp import call_id_from_location
+from gateway.rtc import ice
+from gateway.rtc.peer import OwnedPeerConnection
+
+HTTP_TIMEOUT = 15.0
+
+
+class DialError(Exception):
+    """A call could not be set up; the message says at which step and why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where clients dial: the gateway (``via_gateway``) or the bench upstream directly."""
+
+    base_url: str  # ends in /v1
+    key: str  # the gateway key, or the bench upstream's key
+    via_gateway: bool
+
+    @property
+    def calls_url(self) -> str:
+        return f"{self.base_url}/realtime/calls"
+
+
+class BenchClient:
+    """One browser-side call."""
+
+    def __init__(self, probe: CallProbe, target: Target, events_per_second: float) -> None:
+        self.probe = probe
+        self.target = target
+        self.call_id: str | None = None
+        self.pc: OwnedPeerConnection | None = None
+        self._track = MarkerTrack(probe.up)
+        self._pinger = Pinger(probe.up_events, events_per_second)
+        self._closed = False
+
+    async def connect(self, http: aiohttp.ClientSession) -> None:
+        """Set the call up; raises :class:`DialError`. Timings go to the probe."""
+        token = await self._mint(http) if self.target.via_gateway else None
+        sdp = await self._offer()
+        self.probe.offer_sent = time.monotonic()
+        answer = await self._post_offer(http, sdp, token)
+        self.probe.answer_received = time.monotonic()
+        assert self.pc is not None
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def _mint(self, http: aiohttp.ClientSession) -> str:
+        body = {"session": {"type": "realtime", "instructions": self.probe.key}}
+        headers = {"Authorization": f"Bearer {self.target.key}"}
+        url = f"{self.target.base_url}/realtime/client_secrets"
+        status, text = await _post(http, url, json_body=body, headers=headers)
+        if status != 200:
+            raise DialError(f"client secret: HTTP {status}: {text[:200]}")
+        value = json.loads(text).get("value")
+        if not isinstance(value, str):
+            raise DialError("client secret: no 'value' in the response")
+        return value
+
+    async def _offer(self) -> str:
+        pc = OwnedPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = pc
+        # The channel first, then the microphone: the order of OpenAI's browser code.
+        channel = pc.createDataChannel("oai-events")
+        channel.on("open", lambda: self._on_open(channel))
+        events = self.probe.down_events
+        channel.on("message", lambda message: events.receive(message, time.monotonic()))
+        transceiver = pc.addTransceiver(self._track, direction="sendrecv")
+        transceiver.setCodecPreferences(opus_capability())
+        tap_receiver(transceiver.receiver, self.probe.down)
+        offer = await pc.createOffer()
+        with ice.host_addresses(LOOPBACK):
+            await pc.setLocalDescription(offer)
+        return str(pc.localDescription.sdp)
+
+    async def _post_offer(self, http: aiohttp.ClientSession, sdp: str, token: str | None) -> str:
+        data: Any
+        if token is not None:
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+            data = sdp
+        else:
+            headers = {"Authorization": f"Bearer {self.target.key}"}
+            data = aiohttp.FormData()
+            data.add_field("sdp", sdp, content_type="application/sdp")
+            session = {"type": "realtime", "instructions": self.probe.key}
+            data.add_field("session", json.dumps(session), content_type="application/json")
+        status, text, location = await _post_offer(http, self.target.calls_url, data, headers)
+        if status != 201:
+            raise DialError(f"offer: HTTP {status}: {text[:200]}")
+        self.call_id = call_id_from_location(location) if location else None
+        if self.call_id is None:
+            raise DialError("offer: the 201 had no Location header")
+        return text
+
+    def _on_open(self, channel: RTCDataChannel) -> None:
+        self.probe.channel_open = time.monotonic()
+        self._pinger.start(channel)
+
+    async def hangup(self, http: aiohttp.ClientSession) -> None:
+        """Hang up through the HTTP API (as an app's backend does), then close the peer."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.call_id is not None:
+                url = f"{self.target.calls_url}/{self.call_id}/hangup"
+                headers = {"Authorization": f"Bearer {self.target.key}"}
+                status, text = await _post(http, url, headers=headers)
+                if status not in (200, 404):
+                    self.probe.error = self.probe.error or f"hangup: HTTP {status}: {text[:100]}"
+        except DialError as exc:
+            self.probe.error = self.probe.error or str(exc)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._track.stop()
+        await self._pinger.stop()
+        if self.pc is not None:
+            await self.pc.close()
+
+
+async def _post(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    json_body: Any = None,
+    headers: dict[str, str],
+) -> tuple[int, str]:
+    try:
+        async with asyncio.timeout(HTTP_TIMEOUT):
+            async with http.post(url, json=json_body, headers=headers) as response:
+                return response.status, await response.text()
+    except TimeoutError:
+        raise DialError(f"POST {url}: no answer within {HTTP_TIMEOUT:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise DialError(f"POST {url}: {type(exc).__name__}: {exc}") from None
+
+
+async def _post_offer(
+    http: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]
+) -> tuple[int, str, str]:
+    try:
+        async with asyncio.timeout(HTTP_TIMEOUT):
+            async with http.post(url, data=data, headers=headers) as response:
+                return response.status, await response.text(), response.headers.get("Location", "")
+    except TimeoutError:
+        raise DialError(f"offer: no answer within {HTTP_TIMEOUT:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise DialError(f"offer: {type(exc).__name__}: {exc}") from None
