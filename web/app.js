@@ -1,82 +1,290 @@
-// Minimal client: the same GA flow as OpenAI's WebRTC guide, pointed at this gateway.
+// The demo page: wires the controls to one call at a time and every event to the views.
+import { fetchDemoToken } from "./api.js";
+import { describeError, describeErrorEvent } from "./errors.js";
+import { openMicrophone } from "./mic.js";
+import { ConnectionFailedError, RealtimeCall } from "./rtc.js";
+import { pushToTalkEnd, pushToTalkStart, sessionUpdate } from "./session.js";
+import { DevicePicker } from "./ui/devices.js";
+import { EventLog } from "./ui/eventlog.js";
+import { LevelMeter } from "./ui/meter.js";
+import { PushToTalkButton } from "./ui/pushtotalk.js";
+import { StatsPanel } from "./ui/stats.js";
+import { Status } from "./ui/status.js";
+import { Transcript } from "./ui/transcript.js";
+
+// The data channel normally opens well under a second after the answer; past this it is hung.
+const OPEN_TIMEOUT_MS = 15000;
+// Audio still in flight when push-to-talk is released belongs to the turn: keep the mic on briefly.
+const PTT_RELEASE_TAIL_MS = 250;
+
 const $ = (id) => document.getElementById(id);
-let pc = null;
-let mic = null;
+const ui = {
+  connect: $("connect"),
+  disconnect: $("disconnect"),
+  mute: $("mute"),
+  pttMode: $("ptt-mode"),
+  ptt: $("ptt"),
+  pttHint: $("ptt-hint"),
+  audio: $("remote"),
+};
+const status = new Status({
+  body: document.body,
+  pill: $("state"),
+  alert: $("alert"),
+  alertTitle: $("alert-title"),
+  alertText: $("alert-text"),
+  alertClose: $("alert-close"),
+  orb: $("speaking"),
+  orbLabel: $("speaking-label"),
+});
+const transcript = new Transcript($("transcript"), $("transcript-empty"));
+const log = new EventLog({
+  list: $("events"),
+  filter: $("event-filter"),
+  hideDeltas: $("hide-deltas"),
+  count: $("event-count"),
+  types: $("event-types"),
+});
+const stats = new StatsPanel($("stats"));
+const meter = new LevelMeter($("level"), $("level").parentElement);
+const picker = new DevicePicker($("mic"), (deviceId) => switchMicrophone(deviceId));
+const pttButton = new PushToTalkButton(ui.ptt, {
+  active: () => pushToTalk() && connected(),
+  onPress: pttPress,
+  onRelease: pttRelease,
+});
 
-function setStatus(text, isError = false) {
-  $("status").textContent = text;
-  $("status").className = isError ? "error" : "";
+const session = {
+  attempt: 0,
+  call: null,
+  stream: null,
+  muted: false,
+  holding: false,
+  releaseTimer: null,
+  responseActive: false,
+  assistantSpeaking: false,
+  lastError: null,
+};
+
+const pushToTalk = () => ui.pttMode.checked;
+const connected = () => document.body.dataset.state === "connected";
+
+function micTrack() {
+  return session.stream?.getAudioTracks()[0] ?? null;
 }
 
-function addEvent(event) {
-  const li = document.createElement("li");
-  li.textContent = event.type;
-  $("events").prepend(li);
-  if (event.type === "conversation.item.input_audio_transcription.completed") {
-    addLine("user", event.transcript);
-  } else if (event.type === "response.output_audio_transcript.done") {
-    addLine("assistant", event.transcript);
-  } else if (event.type === "error") {
-    setStatus(`Error: ${event.error?.message ?? "unknown"}`, true);
-  }
+/** The mic is live unless muted, or in push-to-talk mode while the button is not held. */
+function applyMicEnabled() {
+  const track = micTrack();
+  if (!track) return;
+  const pttIdle = pushToTalk() && !session.holding && session.releaseTimer === null;
+  track.enabled = !session.muted && !pttIdle;
 }
 
-function addLine(role, text) {
-  const li = document.createElement("li");
-  li.className = role;
-  li.textContent = text;
-  $("transcript").append(li);
+function setControls() {
+  const state = document.body.dataset.state;
+  const busy = state === "connecting" || state === "connected";
+  ui.connect.disabled = busy;
+  ui.disconnect.disabled = !busy;
+  ui.mute.disabled = state !== "connected";
+  ui.ptt.hidden = !pushToTalk();
+  ui.pttHint.hidden = !pushToTalk();
+  ui.ptt.disabled = state !== "connected";
+}
+
+function setState(state, label) {
+  status.setState(state, label);
+  stats.setState(state);
+  setControls();
 }
 
 async function connect() {
-  $("connect").disabled = true;
+  if (session.call || connected() || document.body.dataset.state === "connecting") return;
+  // Disconnect may be pressed while this is still awaiting: each step checks it still counts.
+  const attempt = ++session.attempt;
+  const current = () => attempt === session.attempt;
+  status.clearError();
+  setState("connecting");
   try {
-    setStatus("Getting a token…");
-    const tokenResponse = await fetch("/demo/token", { method: "POST" });
-    const token = await tokenResponse.json();
-    if (!tokenResponse.ok) throw new Error(token.error?.message ?? tokenResponse.statusText);
-
-    setStatus("Opening the microphone…");
-    mic = await navigator.mediaDevices.getUserMedia({ audio: true });
-    pc = new RTCPeerConnection();
-    pc.ontrack = (e) => { $("remote").srcObject = e.streams[0] ?? new MediaStream([e.track]); };
-    pc.addTrack(mic.getTracks()[0]);
-    const channel = pc.createDataChannel("oai-events");
-    channel.onmessage = (e) => addEvent(JSON.parse(e.data));
-    channel.onopen = () => setStatus("Connected — say something");
-    pc.onconnectionstatechange = () => {
-      if (pc && ["failed", "closed"].includes(pc.connectionState)) disconnect("Disconnected");
-    };
-
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    setStatus("Connecting…");
-    const answer = await fetch("/v1/realtime/calls", {
-      method: "POST",
-      body: offer.sdp,
-      headers: { Authorization: `Bearer ${token.value}`, "Content-Type": "application/sdp" },
-    });
-    if (!answer.ok) {
-      const body = await answer.json().catch(() => ({}));
-      throw new Error(body.error?.message ?? `HTTP ${answer.status}`);
+    const token = await fetchDemoToken(location.origin);
+    if (!current()) return;
+    const stream = await openMicrophone(picker.value);
+    if (!current()) {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
     }
-    window.callId = answer.headers.get("Location")?.split("/").pop();
-    await pc.setRemoteDescription({ type: "answer", sdp: await answer.text() });
-    $("disconnect").disabled = false;
+    session.stream = stream;
+    picker.refresh(); // device labels become available once the microphone is granted
+    const track = micTrack();
+    meter.attach(track);
+    applyMicEnabled();
+    const call = new RealtimeCall({
+      base: location.origin,
+      token: token.value,
+      track,
+      audioElement: ui.audio,
+    });
+    session.call = call;
+    wire(call);
+    await call.open();
+    if (!current()) return;
+    stats.start(call);
+    setTimeout(() => {
+      if (current() && !connected()) {
+        // Almost always ICE that never connects (UDP blocked, wrong GATEWAY_ICE_ADDRESSES).
+        fail(new ConnectionFailedError("The call did not open in time."));
+      }
+    }, OPEN_TIMEOUT_MS);
   } catch (err) {
-    disconnect(`Could not connect: ${err.message}`, true);
+    if (current()) fail(err);
   }
 }
 
-function disconnect(message = "Idle", isError = false) {
-  pc?.close();
-  pc = null;
-  mic?.getTracks().forEach((t) => t.stop());
-  mic = null;
-  $("connect").disabled = false;
-  $("disconnect").disabled = true;
-  setStatus(message, isError);
+function wire(call) {
+  call.addEventListener("open", () => {
+    call.send(sessionUpdate({ pushToTalk: pushToTalk() }));
+    setState("connected");
+  });
+  call.addEventListener("server", (e) => onServerEvent(e.detail));
+  call.addEventListener("client", (e) => log.add("client", e.detail));
+  call.addEventListener("state", (e) => stats.setState(e.detail));
+  call.addEventListener("ended", (e) => {
+    if (call !== session.call) return;
+    const { reason, error } = e.detail;
+    if (error) fail(error);
+    else if (reason === "remote") {
+      // The gateway says why in an error event just before it closes (shutdown, upstream end).
+      const why = session.lastError?.message;
+      teardown("ended");
+      status.showError("Call ended", why ? `The call ended: ${why}` : "The gateway closed the call.");
+    }
+  });
 }
 
-$("connect").addEventListener("click", connect);
-$("disconnect").addEventListener("click", () => disconnect());
+function onServerEvent(event) {
+  log.add("server", event);
+  transcript.handle(event);
+  switch (event.type) {
+    case "output_audio_buffer.started":
+      session.assistantSpeaking = true;
+      status.setSpeaking(true);
+      break;
+    case "output_audio_buffer.stopped":
+    case "output_audio_buffer.cleared":
+      session.assistantSpeaking = false;
+      status.setSpeaking(false);
+      break;
+    case "input_audio_buffer.speech_started":
+      status.setListening(true);
+      break;
+    case "input_audio_buffer.speech_stopped":
+    case "input_audio_buffer.committed":
+      status.setListening(false);
+      break;
+    case "response.created":
+      session.responseActive = true;
+      break;
+    case "response.done":
+      session.responseActive = false;
+      break;
+    case "error":
+      session.lastError = event.error ?? null;
+      status.showError(...describeErrorEvent(event));
+      break;
+  }
+}
+
+function fail(err) {
+  console.error(err);
+  teardown("error");
+  status.showError(...describeError(err));
+}
+
+function disconnect() {
+  teardown("ended");
+}
+
+/** Close the call (hanging up at the gateway) and release the microphone. */
+function teardown(state) {
+  session.attempt += 1;
+  const call = session.call;
+  session.call = null;
+  call?.close("user");
+  stats.stop();
+  meter.detach();
+  session.stream?.getTracks().forEach((t) => t.stop());
+  session.stream = null;
+  session.holding = false;
+  pttButton.reset();
+  clearTimeout(session.releaseTimer);
+  session.releaseTimer = null;
+  session.responseActive = false;
+  session.assistantSpeaking = false;
+  session.lastError = null;
+  ui.audio.srcObject = null;
+  setState(state);
+}
+
+async function switchMicrophone(deviceId) {
+  if (!session.call) return;
+  try {
+    const stream = await openMicrophone(deviceId);
+    const track = stream.getAudioTracks()[0];
+    await session.call.replaceTrack(track);
+    session.stream?.getTracks().forEach((t) => t.stop());
+    session.stream = stream;
+    meter.attach(track);
+    applyMicEnabled();
+  } catch (err) {
+    status.showError(...describeError(err));
+  }
+}
+
+function toggleMute() {
+  session.muted = !session.muted;
+  ui.mute.setAttribute("aria-pressed", String(session.muted));
+  ui.mute.textContent = session.muted ? "Unmute" : "Mute";
+  applyMicEnabled();
+}
+
+function setPushToTalk() {
+  setControls();
+  applyMicEnabled();
+  session.call?.send(sessionUpdate({ pushToTalk: pushToTalk() }));
+}
+
+function pttPress() {
+  session.holding = true;
+  clearTimeout(session.releaseTimer);
+  session.releaseTimer = null;
+  for (const event of pushToTalkStart(session)) session.call.send(event);
+  applyMicEnabled();
+}
+
+function pttRelease() {
+  session.holding = false;
+  for (const event of pushToTalkEnd()) session.call?.send(event);
+  session.releaseTimer = setTimeout(() => {
+    session.releaseTimer = null;
+    applyMicEnabled();
+  }, PTT_RELEASE_TAIL_MS);
+}
+
+ui.connect.addEventListener("click", connect);
+ui.disconnect.addEventListener("click", disconnect);
+ui.mute.addEventListener("click", toggleMute);
+ui.pttMode.addEventListener("change", setPushToTalk);
+$("transcript-clear").addEventListener("click", () => transcript.clear());
+$("events-clear").addEventListener("click", () => log.clear());
+window.addEventListener("pagehide", () => session.call?.close("unload"));
+
+setControls();
+picker.refresh();
+
+// A handle for the browser console (and the tests): the live call and a way to send events.
+window.realtimeDemo = {
+  get call() {
+    return session.call;
+  },
+  send: (event) => session.call?.send(event) ?? false,
+};
