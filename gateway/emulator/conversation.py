@@ -166,12 +166,16 @@ class Conversation:
             *self.items.added_events(item),
         ]
         if sess.dig(self.session, "audio", "input", "transcription"):
+            transcript = f"(emulator) {utterance.speech_ms / 1000:.1f} seconds of speech"
+            # As OpenAI does, a later conversation.item.retrieve returns the transcript; the
+            # added/done events above were copies, taken before transcription finished.
+            item["content"][0]["transcript"] = transcript
             events.append(
                 event(
                     "conversation.item.input_audio_transcription.completed",
                     item_id=item["id"],
                     content_index=0,
-                    transcript=f"(emulator) {utterance.speech_ms / 1000:.1f} seconds of speech",
+                    transcript=transcript,
                     usage={"type": "duration", "seconds": round(utterance.duration_ms / 1000, 2)},
                 )
             )

@@ -182,11 +182,6 @@ async def test_openai_agents_sdk(
     assert errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator: conversation.item.retrieved returns the user item without its transcript, "
-    "and the SDK replaces its history entry with that item",
-)
 async def test_openai_agents_sdk_history_has_the_user_transcript(
     launch: Launcher,
     voices: Voices,
