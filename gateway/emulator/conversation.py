@@ -149,13 +149,14 @@ class Conversation:
 
     def _commit_item(self, turn: TurnEnded) -> list[Event]:
         previous = self.items.last_id
-        item = {
+        content: dict[str, Any] = {"type": "input_audio", "transcript": None}
+        item: dict[str, Any] = {
             "id": turn.item_id,
             "object": "realtime.item",
             "type": "message",
             "status": "completed",
             "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
+            "content": [content],
         }
         self.items.add(item, previous)
         utterance = turn.utterance
@@ -169,7 +170,7 @@ class Conversation:
             transcript = f"(emulator) {utterance.speech_ms / 1000:.1f} seconds of speech"
             # As OpenAI does, a later conversation.item.retrieve returns the transcript; the
             # added/done events above were copies, taken before transcription finished.
-            item["content"][0]["transcript"] = transcript
+            content["transcript"] = transcript
             events.append(
                 event(
                     "conversation.item.input_audio_transcription.completed",
