@@ -32,8 +32,6 @@ from gateway.bench.process import GatewayProcess, free_port, gateway_env
 from gateway.bench.upstream import BenchUpstream
 
 MODES = ("passthrough", "transcode")
-LAG_WARN_MS = 20.0
-OTHERS_WARN_PCT = 50.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -295,43 +293,8 @@ class Runner:
             result.gateway.problems = gateway.problems()
             phases[media] = report_mod.summarize(result, env.lag.window_ms(*result.window))
         report = report_mod.build(self.config(modes), machine_info(), phases)
-        report["notes"] = self.notes + _health_notes(report)
+        report["notes"] = self.notes + report_mod.health_notes(report)
         return report
-
-
-def _health_notes(report: dict[str, Any]) -> list[str]:
-    """Say when a figure should not be trusted: a lagging load process, a busy machine."""
-    notes = []
-    for name, phase in report["phases"].items():
-        lag = phase["load"]["loop_lag_ms"]["p99"]
-        others = phase["other_processes_cpu_pct"]
-        if lag is not None and lag > LAG_WARN_MS:
-            notes.append(
-                f"{name}: the load process's event loop lagged (p99 {lag:.0f} ms, using "
-                f"{phase['load']['cpu_pct']:.0f} % of a core): its own delays are in these "
-                "latencies; use fewer calls, --pin, or a quieter machine"
-            )
-        if others is not None and others > OTHERS_WARN_PCT:
-            notes.append(
-                f"{name}: other processes used {others:.0f} % of a core during the window: "
-                "a noisy machine; trust ratios and medians more than tails, or rerun"
-            )
-        for group, label in ((phase, "call(s)"), (phase["direct"], "direct call(s)")):
-            if group["calls"]["failed"]:
-                notes.append(
-                    f"{name}: {group['calls']['failed']} {label} failed: "
-                    f"{'; '.join(group['calls']['errors'])}"
-                )
-        for direction in ("up", "down"):
-            for text in phase["events"][direction]["answered_with"]:
-                notes.append(f"{name}: events {direction} were answered with {text}")
-        gateway = phase.get("gateway") or {}
-        if gateway.get("problems"):
-            notes.append(
-                f"{name}: the gateway reported {len(gateway['problems'])} problem "
-                f"line(s), last: {gateway['problems'][-1][:160]}"
-            )
-    return notes
 
 
 CLEANUP_LIMIT = 45.0  # after a Ctrl-C, the orderly teardown gets this long before a hard exit

@@ -73,11 +73,21 @@ def parse_status_rss(status: str) -> int:
     raise ValueError("no VmRSS line: the process has exited or is a zombie")
 
 
+def parse_schedstat_wait(text: str) -> float:
+    """Seconds a thread spent runnable but waiting for a CPU, from ``…/schedstat``.
+
+    The second field (ns on a run queue): the time another process had the CPU this thread
+    wanted. A busy machine shows up here, not in the thread's own CPU time.
+    """
+    return int(text.split()[1]) / 1e9
+
+
 @dataclass(frozen=True)
 class CpuSample:
     at: float
     total: float  # CPU seconds of the whole process, every thread
     main: float  # CPU seconds of its main thread (the event loop)
+    main_wait: float  # seconds its main thread waited for a CPU
 
 
 class ProcessProbe:
@@ -90,8 +100,10 @@ class ProcessProbe:
     def cpu(self) -> CpuSample:
         at = time.monotonic()
         total = parse_stat_cpu((self._root / "stat").read_text())
-        main = parse_stat_cpu((self._root / "task" / str(self.pid) / "stat").read_text())
-        return CpuSample(at, total, main)
+        task = self._root / "task" / str(self.pid)
+        main = parse_stat_cpu((task / "stat").read_text())
+        wait = parse_schedstat_wait((task / "schedstat").read_text())
+        return CpuSample(at, total, main, wait)
 
     def rss(self) -> int:
         return parse_status_rss((self._root / "status").read_text())
@@ -117,6 +129,11 @@ def parse_proc_stat_busy(text: str) -> float:
 def machine_busy() -> float:
     """CPU seconds all processes on this machine have spent busy so far."""
     return parse_proc_stat_busy(Path("/proc/stat").read_text())
+
+
+def self_wait() -> float:
+    """Seconds this process's main thread (the load's event loop) has waited for a CPU."""
+    return parse_schedstat_wait(Path(f"/proc/self/task/{os.getpid()}/schedstat").read_text())
 
 
 def self_cpu() -> float:

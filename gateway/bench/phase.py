@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from gateway.bench.measure import LagProbe, machine_busy, self_cpu
+from gateway.bench.measure import LagProbe, machine_busy, self_cpu, self_wait
 from gateway.bench.peers import BenchClient, DialError, Target
 from gateway.bench.probe import CallProbe, ProbeRegistry
 from gateway.bench.process import GatewayProcess
@@ -67,6 +67,7 @@ class PhaseConfig:
 class GatewayFigures:
     cpu_s: float = 0.0
     main_thread_cpu_s: float = 0.0
+    main_thread_wait_s: float = 0.0  # runnable, but another process had the CPU
     rss_idle: int = 0
     rss_loaded: int = 0
     rss_after: int = 0
@@ -99,6 +100,7 @@ class PhaseResult:
     load_cpu_s: float
     upstream_open_after: int
     machine_busy_s: float = 0.0  # every CPU of the machine, every process, over the window
+    load_wait_s: float = 0.0  # the load's event loop, runnable but without a CPU
     gateway: GatewayFigures | None = None
 
     @property
@@ -236,13 +238,14 @@ async def run_phase(
         env.progress(f"{name}: measuring {len(flowing)} call(s) for {config.seconds:g} s")
         start = time.monotonic()
         cpu0 = gateway.probe.cpu()
-        load0, busy0 = self_cpu(), machine_busy()
+        load0, busy0, wait0 = self_cpu(), machine_busy(), self_wait()
         await asyncio.sleep(config.seconds)
         end = time.monotonic()
-        load_cpu, busy = self_cpu() - load0, machine_busy() - busy0
+        load_cpu, busy, load_wait = self_cpu() - load0, machine_busy() - busy0, self_wait() - wait0
         cpu1 = gateway.probe.cpu()
         figures.cpu_s = cpu1.total - cpu0.total
         figures.main_thread_cpu_s = cpu1.main - cpu0.main
+        figures.main_thread_wait_s = cpu1.main_wait - cpu0.main_wait
         figures.rss_loaded, figures.fds_loaded = gateway.probe.rss(), gateway.probe.fds()
         figures.threads_loaded = gateway.probe.threads()
         figures.live_calls_loaded = await gateway.live_calls(env.http)
@@ -264,6 +267,7 @@ async def run_phase(
         window=(start, end),
         load_cpu_s=load_cpu,
         machine_busy_s=busy,
+        load_wait_s=load_wait,
         upstream_open_after=env.upstream.open_calls,
         gateway=figures,
     )

@@ -17,6 +17,10 @@ from gateway.bench.phase import CallGroup, PhaseResult
 
 MIB = 1024 * 1024
 SATURATED_PCT = 90.0
+# Above these, a figure carries the machine's noise and the report says so.
+LAG_WARN_MS = 20.0
+OTHERS_WARN_PCT = 50.0
+WAIT_WARN_MS_PER_S = 10.0
 Report = dict[str, Any]
 Window = tuple[float, float]
 
@@ -126,6 +130,11 @@ def _gateway(phase: PhaseResult) -> dict[str, Any] | None:
         "cpu_pct_per_call": _num(100.0 * per_call_s),
         "cpu_s_per_call_s": _num(per_call_s, 5),
         "main_thread_pct": _num(100.0 * g.main_thread_cpu_s / window) if window > 0 else None,
+        # Milliseconds per second its event loop was ready to run while other processes had
+        # the CPU: the part of its latency that is the machine's, not the gateway's.
+        "waited_for_cpu_ms_per_s": _num(1000.0 * g.main_thread_wait_s / window, 2)
+        if window > 0
+        else None,
         # Two /proc reads a moment apart: clamp the rounding that makes an idle thread negative.
         "other_threads_pct": _num(100.0 * max(0.0, g.cpu_s - g.main_thread_cpu_s) / window)
         if window > 0
@@ -160,6 +169,9 @@ def summarize(phase: PhaseResult, lag_ms: Sequence[float]) -> dict[str, Any]:
             "load": {
                 "cpu_pct": _num(100.0 * phase.load_cpu_s / window) if window > 0 else None,
                 "loop_lag_ms": spread(lag_ms),
+                "waited_for_cpu_ms_per_s": _num(1000.0 * phase.load_wait_s / window, 2)
+                if window > 0
+                else None,
             },
             # What else ran on the machine meanwhile: the noise every figure here carries.
             "other_processes_cpu_pct": _num(100.0 * others / window) if window > 0 else None,
@@ -323,3 +335,44 @@ def build(
         report["comparison"]["transcode_saturated"] = busy >= SATURATED_PCT
     report["targets"] = targets(report)
     return report
+
+
+def health_notes(report: dict[str, Any]) -> list[str]:
+    """Say when a figure should not be trusted: a lagging load process, a busy machine."""
+    notes = []
+    for name, phase in report["phases"].items():
+        lag = phase["load"]["loop_lag_ms"]["p99"]
+        others = phase["other_processes_cpu_pct"]
+        if lag is not None and lag > LAG_WARN_MS:
+            notes.append(
+                f"{name}: the load process's event loop lagged (p99 {lag:.0f} ms, using "
+                f"{phase['load']['cpu_pct']:.0f} % of a core): its own delays are in these "
+                "latencies; use fewer calls, --pin, or a quieter machine"
+            )
+        waited = (phase.get("gateway") or {}).get("waited_for_cpu_ms_per_s")
+        if waited is not None and waited > WAIT_WARN_MS_PER_S:
+            notes.append(
+                f"{name}: the gateway's event loop waited {waited:.0f} ms per second for a CPU "
+                "other processes held: its latency tails include that wait"
+            )
+        if others is not None and others > OTHERS_WARN_PCT:
+            notes.append(
+                f"{name}: other processes used {others:.0f} % of a core during the window: "
+                "a noisy machine; trust ratios and medians more than tails, or rerun"
+            )
+        for group, label in ((phase, "call(s)"), (phase["direct"], "direct call(s)")):
+            if group["calls"]["failed"]:
+                notes.append(
+                    f"{name}: {group['calls']['failed']} {label} failed: "
+                    f"{'; '.join(group['calls']['errors'])}"
+                )
+        for direction in ("up", "down"):
+            for text in phase["events"][direction]["answered_with"]:
+                notes.append(f"{name}: events {direction} were answered with {text}")
+        gateway = phase.get("gateway") or {}
+        if gateway.get("problems"):
+            notes.append(
+                f"{name}: the gateway reported {len(gateway['problems'])} problem "
+                f"line(s), last: {gateway['problems'][-1][:160]}"
+            )
+    return notes

@@ -94,6 +94,13 @@ ROWS: list[tuple[str, Cell]] = [
     ("gateway live calls after hangup", lambda p: str(_get(p, "gateway", "live_calls", "after"))),
     ("other processes' CPU % of a core", lambda p: _f(_get(p, "other_processes_cpu_pct"))),
     (
+        "waited for a CPU ms/s gateway / load",
+        lambda p: (
+            f"{_f(_get(p, 'gateway', 'waited_for_cpu_ms_per_s'))} / "
+            f"{_f(_get(p, 'load', 'waited_for_cpu_ms_per_s'))}"
+        ),
+    ),
+    (
         "load process CPU % / lag p99 ms",
         lambda p: f"{_f(_get(p, 'load', 'cpu_pct'))} / {_f(_get(p, 'load', 'loop_lag_ms', 'p99'))}",
     ),
