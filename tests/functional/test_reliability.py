@@ -18,6 +18,7 @@ from gateway.rtc.peer import OwnedPeerConnection
 from tests.functional.conftest import GATEWAY_KEY, GatewayFactory, mint, state_of
 from tests.support.peer import TestPeer
 
+SILENT = web.AppKey("silent", list[OwnedPeerConnection])
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -161,7 +162,11 @@ def fake_upstream(behaviour: str) -> web.Application:
         with ice.host_addresses(("127.0.0.1",)):
             await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
-        await pc.close()  # an answer whose ICE will never complete
+        if behaviour == "silent":
+            # Connects, then never sends a packet or an event: a frozen upstream.
+            request.app[SILENT].append(pc)
+        else:
+            await pc.close()  # an answer whose ICE will never complete
         return web.Response(
             status=201,
             text=answer,
@@ -172,7 +177,13 @@ def fake_upstream(behaviour: str) -> web.Application:
     async def hangup(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
+    async def close_silent(app: web.Application) -> None:
+        for pc in app[SILENT]:
+            await pc.close()
+
     app = web.Application()
+    app[SILENT] = []
+    app.on_cleanup.append(close_silent)
     app.router.add_post("/v1/realtime/calls", calls)
     app.router.add_post("/v1/realtime/calls/{id}/hangup", hangup)
     return app
@@ -227,6 +238,20 @@ class TestUpstreamFaults:
         error = await peer.next_event("error", timeout=8)
         assert error["error"]["code"] == "connect_timeout"
         await until(lambda: len(state_of(gateway).calls) == 0)
+
+    async def test_silent_upstream(
+        self, make_gateway: GatewayFactory, aiohttp_server: AiohttpServer, peers: list[TestPeer]
+    ) -> None:
+        """An upstream that connects and then falls silent is noticed; the browser is told."""
+        gateway = await self._gateway(make_gateway, aiohttp_server, "silent", peer_timeout=2.0)
+        peer, result = await connect(gateway, peers)
+        assert result.status == 201
+        await peer.wait_open()
+        error = await peer.next_event("error", timeout=8)
+        assert error["error"]["code"] == "upstream_ended"
+        await until(lambda: len(state_of(gateway).calls) == 0)
+        text = await (await gateway.get("/metrics")).text()
+        assert 'realtime_gateway_sessions_total{outcome="upstream_error"} 1.0' in text
 
 
 class TestHostileBrowser:
