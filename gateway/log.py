@@ -58,6 +58,24 @@ class Redactor:
         return event_dict
 
 
+class RedactingFilter(logging.Filter):
+    """Masks secrets in stdlib log records (aiohttp quotes a refused request line back in its
+    log, Authorization header included), message and traceback alike."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage(), self._secrets)
+        record.args = None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact_text(text, self._secrets)
+            record.exc_info = None
+        return True
+
+
 def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     """Set up structlog (and stdlib logging for aiortc/aiohttp) once, at startup."""
     numeric = logging.getLevelName(level.upper())
@@ -80,9 +98,10 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
         cache_logger_on_first_use=True,
     )
     # aiortc/aioice/aiohttp log through stdlib; keep them quiet unless debugging.
-    logging.basicConfig(
-        level=logging.WARNING if numeric > logging.DEBUG else logging.DEBUG,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if numeric > logging.DEBUG else logging.DEBUG)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -140,20 +140,26 @@ class Peer:
         """Answer a browser's offer, sending ``outgoing_audio`` back on its audio m-line."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:  # aiortc raises ValueError and friends on odd SDP
-            raise InvalidOffer(f"The SDP offer could not be applied: {exc}") from exc
-        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
-        if not audio:
-            raise InvalidOffer("The SDP offer has no usable audio section.")
-        # The first audio m-line carries the conversation, both ways, whatever the offer said.
-        audio[0].direction = "sendrecv"
-        audio[0].sender.replaceTrack(outgoing_audio)
-        if codec is not None:
-            audio[0].setCodecPreferences([codec])
-        self.audio_receiver = audio[0].receiver
-        answer = await self.pc.createAnswer()
-        with ice.gathering(self._ice_addresses, self._port_range) as gathered:
-            await self.pc.setLocalDescription(answer)
+            audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+            if not audio:
+                raise InvalidOffer("The SDP offer has no usable audio section.")
+            # The first audio m-line carries the conversation, both ways, whatever it said.
+            audio[0].direction = "sendrecv"
+            audio[0].sender.replaceTrack(outgoing_audio)
+            if codec is not None:
+                audio[0].setCodecPreferences([codec])
+            self.audio_receiver = audio[0].receiver
+            answer = await self.pc.createAnswer()
+            with ice.gathering(self._ice_addresses, self._port_range) as gathered:
+                await self.pc.setLocalDescription(answer)
+        except InvalidOffer:
+            raise
+        except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
+            log.info("peer.offer_refused", leg=self.name, error=f"{type(exc).__name__}: {exc}")
+            raise InvalidOffer(
+                "The SDP offer could not be answered: check that it has one audio section with "
+                "a direction, one data channel section, and BUNDLE naming exactly those mids."
+            ) from None
         if gathered.exhausted:
             low, high = self._port_range or (0, 0)
             raise Unavailable(

@@ -76,8 +76,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         middlewares=[
             metrics_middleware,
             cors_middleware(settings.cors_origins),
+            headers_middleware,  # outside errors_middleware, so error bodies get them too
             errors_middleware,
-            headers_middleware,
         ],
         client_max_size=settings.max_sdp_bytes + BODY_SLACK,
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -22,17 +25,32 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
 
+# A body that trickles in (or whose chunked framing never ends) must not hold a request forever.
+READ_DEADLINE = 15.0
+
+
 async def _read_limited(stream: Any, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await stream.readany() if hasattr(stream, "readany") else await stream.read_chunk()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(READ_DEADLINE):
+            while True:
+                if hasattr(stream, "readany"):
+                    chunk = await stream.readany()
+                else:
+                    chunk = await stream.read_chunk()
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise InvalidRequest(
+            f"The request body did not arrive within {READ_DEADLINE:g} s.",
+            code="body_timeout",
+            status=408,
+        ) from None
 
 
 def _text(data: bytes, what: str) -> str:
@@ -70,7 +88,7 @@ async def _read_multipart(request: web.Request, limit: int) -> OfferBody:
     while True:
         try:
             part = await reader.next()
-        except (ValueError, AssertionError):
+        except (ValueError, AssertionError, KeyError, HttpProcessingError):
             raise InvalidRequest(
                 "The multipart body is malformed.", code="invalid_multipart"
             ) from None
@@ -80,7 +98,12 @@ async def _read_multipart(request: web.Request, limit: int) -> OfferBody:
             raise InvalidRequest(
                 "Nested multipart bodies are not supported.", code="invalid_multipart"
             )
-        data = await _read_limited(part, limit - used)
+        try:
+            data = await _read_limited(part, limit - used)
+        except (ValueError, AssertionError, HttpProcessingError, RequestPayloadError):
+            raise InvalidRequest(
+                "The multipart body is malformed.", code="invalid_multipart"
+            ) from None
         used += len(data)
         if part.name == "sdp":
             sdp = _text(data, "SDP offer")

@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from gateway.errors import GatewayError, PermissionDenied, RateLimited, Unavailable
+from gateway.errors import GatewayError, InvalidRequest, PermissionDenied, RateLimited, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +42,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except GatewayError as exc:
         return error_response(exc)
+    except RecursionError:
+        return error_response(
+            InvalidRequest("The request is nested too deeply.", code="invalid_json")
+        )
+    except (HttpProcessingError, RequestPayloadError):
+        # aiohttp could not decode the body (bad gzip/deflate, broken multipart or chunking).
+        return error_response(
+            InvalidRequest(
+                "The request body is malformed and could not be read.", code="invalid_body"
+            )
+        )
+    except ConnectionError:
+        # The client went away mid-request; nobody will read an answer, and it is not our fault.
+        log.info("http.client_disconnected", method=request.method, path=request.path)
+        return error_response(
+            InvalidRequest("The client closed the connection.", code="client_disconnected")
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -632,9 +632,9 @@ class TestTranscriptWriter:
             "    await w.start()\n"
             "    n = 0\n"
             "    while True:\n"
-            "        for _ in range(50):\n"
+            "        for _ in range(10):\n"
             "            w.write({'ts': 0.0, 'kind': 'n', 'n': n, 'pad': 'y' * 5000}); n += 1\n"
-            "        await asyncio.sleep(0)\n"
+            "        await asyncio.sleep(0.001)\n"
             "asyncio.run(main())\n"
         )
         process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT)
@@ -644,16 +644,16 @@ class TestTranscriptWriter:
             # Generous: on a loaded machine the child's start-up alone can take seconds.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if path.exists() and path.stat().st_size > 2_000_000:
+                if path.exists() and path.stat().st_size > 500_000:
                     reached = True
                     break
                 time.sleep(0.01)
         finally:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(5)
-        assert reached, "the writer never got 2 MB written in 60 s"
+        assert reached, "the writer never got 500 kB written in 60 s"
         numbers = [r["n"] for r in read_lines(path)]
-        assert len(numbers) > 300 and numbers == list(range(len(numbers)))
+        assert len(numbers) > 90 and numbers == list(range(len(numbers)))
 
     async def test_short_write_is_cut_back(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

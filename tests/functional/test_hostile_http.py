@@ -1,0 +1,168 @@
+"""Regressions for what the fuzz found (tests/fuzz/FINDINGS.md): each answered 500, leaked a
+key into the logs, or hung, before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.config import Secret
+from gateway.log import RedactingFilter
+from tests.functional.conftest import GATEWAY_KEY, mint
+
+Client = TestClient[web.Request, web.Application]
+AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+ICE = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=setup:actpass\r\n"
+AUDIO = "m=audio 9 UDP/TLS/RTP/SAVPF 8\r\na=rtcp-mux\r\na=rtpmap:8 PCMA/8000\r\n"
+APP = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+
+UNANSWERABLE = {
+    "no_direction": "v=0\r\n" + AUDIO + ICE + APP + ICE,
+    "duplicate_mid": "v=0\r\n"
+    + AUDIO
+    + "a=sendrecv\r\na=mid:0\r\n"
+    + ICE
+    + AUDIO
+    + "a=sendrecv\r\na=mid:0\r\n"
+    + ICE
+    + APP
+    + "a=mid:1\r\n"
+    + ICE,
+    "two_data_channels": "v=0\r\n"
+    + AUDIO
+    + "a=sendrecv\r\n"
+    + ICE
+    + APP
+    + ICE
+    + APP
+    + "a=mid:x\r\n"
+    + ICE,
+    "bundle_mismatch": "v=0\r\na=group:BUNDLE 0 1\r\n"
+    + AUDIO
+    + "a=sendrecv\r\na=mid:1\r\n"
+    + ICE
+    + APP
+    + ICE,
+}
+
+
+async def shaped(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    body: dict[str, Any] = await response.json()
+    assert set(body["error"]) == {"message", "type", "code", "param"}
+    return body
+
+
+@pytest.mark.parametrize("name", sorted(UNANSWERABLE))
+async def test_offers_aiortc_cannot_answer_are_400(gateway: Client, name: str) -> None:
+    """F1: offers aiortc parses but cannot answer get a 400 without Python internals."""
+    response = await gateway.post(
+        "/v1/realtime/calls",
+        data=UNANSWERABLE[name],
+        headers={**AUTH, "Content-Type": "application/sdp"},
+    )
+    body = await shaped(response, 400)
+    assert body["error"]["code"] == "invalid_offer"
+    assert "NoneType" not in body["error"]["message"]
+
+
+async def test_deeply_nested_json_is_400(gateway: Client) -> None:
+    """F2/F3: JSON nested past Python's recursion limit is a 400, on both minting endpoints."""
+    deep = "[" * 5000 + "]" * 5000
+    for path in ("/v1/realtime/client_secrets", "/v1/realtime/sessions"):
+        response = await gateway.post(
+            path, data=deep, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status == 400, path
+    nested = '{"a":' * 900 + "1" + "}" * 900
+    response = await gateway.post(
+        "/v1/realtime/sessions", data=nested, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status in (200, 400)
+
+
+async def test_body_not_matching_its_encoding_is_400(gateway: Client) -> None:
+    """F6: a body that is not the gzip it claims is a 400, not a 500."""
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    # aiohttp drops a connection whose body was broken, so this request closes its own.
+    response = await gateway.post(
+        "/v1/realtime/client_secrets",
+        data=b"not gzip at all",
+        headers={**headers, "Connection": "close"},
+    )
+    assert response.status == 400
+    response = await gateway.post(
+        "/v1/realtime/client_secrets", data=gzip.compress(b"{}"), headers=headers
+    )
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "part_header",
+    ["Content-Disposition form-data\r\n", "Content-\x01Disposition: form-data; name=sdp\r\n"],
+)
+async def test_malformed_multipart_is_400(gateway: Client, part_header: str) -> None:
+    """F10/F11: a multipart body aiohttp cannot parse is a 400."""
+    body = ("--b\r\n" + part_header + "\r\n" + "v=0\r\n" * 3000).encode()  # no closing boundary
+    response = await gateway.post(
+        "/v1/realtime/calls",
+        data=body,
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert 400 <= response.status < 500
+
+
+async def test_errors_carry_security_headers(gateway: Client) -> None:
+    """F12: error responses get the hardening headers too."""
+    response = await gateway.post("/v1/realtime/calls")
+    assert response.status == 401
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_trickling_body_times_out(gateway: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F7: a body that never finishes arriving is answered 408, not held forever."""
+    from gateway.server import body as body_module
+
+    monkeypatch.setattr(body_module, "READ_DEADLINE", 0.5)
+    token = await mint(gateway)
+    host, port = gateway.server.host, gateway.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        (
+            f"POST /v1/realtime/calls HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nv=0\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert b" 408 " in head
+
+
+def test_stdlib_log_records_are_redacted() -> None:
+    """F9: aiohttp's own log lines (a refused request quoted back) lose their secrets."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter([Secret(GATEWAY_KEY).reveal()]))
+    logger = logging.getLogger("aiohttp.server.test")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"Bad request line: Authorization: Bearer {GATEWAY_KEY}")
+        except ValueError:
+            logger.exception("Error handling request %s", f"Bearer {GATEWAY_KEY} ek_abcdefgh12")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert GATEWAY_KEY not in text and "ek_abcdefgh12" not in text
+    assert "Error handling request" in text and "ValueError" in text

@@ -1,0 +1,179 @@
+"""What every answer to hostile input must look like, whatever the input was.
+
+* never a 5xx;
+* a 4xx from the gateway is OpenAI-shaped JSON, ``{"error": {message, type, code, param}}``;
+  the only other 400 allowed is aiohttp's own parser refusing the framing (bad request line,
+  oversized header, broken chunked encoding) before any of our code runs, and only where a test
+  sends such framing on purpose;
+* no traceback, no Python exception name, no configured key, nothing from outside ``web/``;
+* a successful body that is not JSON, SDP or metrics is a file of ``web/`` (or a range of one).
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import http_exceptions
+
+import gateway.errors
+from tests.fuzz.wire import Answer
+
+REPO = Path(__file__).resolve().parents[2]
+WEB_DIR = REPO / "web"
+
+
+def _exception_names() -> frozenset[str]:
+    names = set()
+    for module in (builtins, http_exceptions, gateway.errors, json):
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and issubclass(obj, BaseException):
+                names.add(name)
+    return frozenset(names)
+
+
+# "Traceback", a source location, or the name of an exception class we could plausibly leak.
+_LEAK = re.compile(
+    rb"Traceback \(most recent call last\)|File \"[^\"]*\.py\", line \d+|\b(?:"
+    + b"|".join(sorted(n.encode() for n in _exception_names()))
+    + rb")\b"
+)
+
+# aiohttp answers framing it cannot parse itself, with text/plain, before any middleware runs.
+PARSER_REJECTION_TYPES = ("text/plain",)
+
+# FINDINGS.md F4: FileResponse decides these statuses in prepare(), after every middleware has
+# returned, so they leave with an empty body instead of an OpenAI-shaped error.
+BARE_STATIC_STATUSES = (403, 404, 412, 416)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """The files the web root may serve: inside it once symlinks are resolved."""
+    root = root.resolve()
+    inside = (p for p in root.rglob("*") if p.is_file() and p.resolve().is_relative_to(root))
+    return {str(p.relative_to(root)): p.read_bytes() for p in inside}
+
+
+@dataclass
+class Oracle:
+    """The checks, holding what must never leave: keys and bytes of files outside the web root."""
+
+    secrets: tuple[str, ...]
+    web_dir: Path = WEB_DIR
+    outside: tuple[bytes, ...] = ()
+    web_files: dict[str, bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.web_files = _files(self.web_dir)
+        if not self.outside:
+            self.outside = default_outside_snippets()
+
+    def check(
+        self,
+        answer: Answer,
+        *,
+        request: bytes = b"",
+        head: bool = False,
+        parser_may_reject: bool = False,
+    ) -> None:
+        """Every universal rule; raises AssertionError naming the broken one.
+
+        ``request`` is what was sent: an exception name the request itself carried (a path
+        echoed in a 404 message) is an echo, not a leak.
+        """
+        assert answer.status < 500, f"a {answer.status}: {answer!r}"
+        for secret in self.secrets:
+            if secret.encode() in answer.raw:
+                # aiohttp's parser quotes the bytes it refuses; a key the request itself sent
+                # comes back to the sender, which is no leak (the log line is: FINDINGS.md F9).
+                echo = self.is_parser_rejection(answer) and secret.encode() in request
+                assert echo, f"a configured key leaked: {answer!r}"
+        for snippet in self.outside:
+            assert snippet not in answer.raw, f"a file outside web/ was served: {answer!r}"
+        if answer.status >= 400:
+            self._check_error(answer, head=head, parser_may_reject=parser_may_reject)
+        else:
+            self._check_success(answer, head=head)
+        if not self._is_web_file(answer):
+            for leak in _LEAK.finditer(answer.raw):
+                assert leak.group(0) in request, f"{leak.group(0)!r} in an answer: {answer!r}"
+
+    def _check_error(self, answer: Answer, *, head: bool, parser_may_reject: bool) -> None:
+        if self.is_parser_rejection(answer):
+            assert parser_may_reject, f"aiohttp refused well-formed framing: {answer!r}"
+            return
+        if self.is_bare_static_error(answer):
+            return
+        assert answer.content_type == "application/json", f"not a JSON error: {answer!r}"
+        if head:
+            return  # HEAD answers carry headers only
+        if answer.truncated:
+            assert b'{"error": {"message": '.startswith(answer.body[:22]), repr(answer)
+            return
+        assert_openai_error(answer)
+
+    def _check_success(self, answer: Answer, *, head: bool) -> None:
+        kind = answer.content_type
+        if head:
+            assert answer.body == b"", repr(answer)
+        elif kind == "application/json":
+            json.loads(answer.body)
+        elif kind == "application/sdp":
+            assert answer.status == 201 and answer.body.startswith(b"v=0"), repr(answer)
+            assert (answer.header("Location") or "").startswith("/v1/realtime/calls/rtc_")
+        elif answer.body and not self._is_web_file(answer):
+            assert kind == "text/plain" and b"# HELP " in answer.body, f"unexpected: {answer!r}"
+
+    def _is_web_file(self, answer: Answer) -> bool:
+        """A 2xx whose body is a whole file of the web root (200) or a slice of one (206)."""
+        if answer.status == 200:
+            return any(answer.body == content for content in self.web_files.values())
+        if answer.status == 206:
+            return any(answer.body in content for content in self.web_files.values())
+        return False
+
+    @staticmethod
+    def is_parser_rejection(answer: Answer) -> bool:
+        return (
+            answer.status == 400
+            and answer.content_type in PARSER_REJECTION_TYPES
+            and not answer.body.startswith(b"{")
+        )
+
+    @staticmethod
+    def is_bare_static_error(answer: Answer) -> bool:
+        """FINDINGS.md F4 (tolerated, not fixed here): an empty-bodied FileResponse error."""
+        return (
+            answer.status in BARE_STATIC_STATUSES
+            and answer.body == b""
+            and answer.content_type in ("application/octet-stream", "")  # "" for HEAD
+        )
+
+
+def assert_openai_error(answer: Answer) -> None:
+    try:
+        body = answer.json()
+    except ValueError:
+        raise AssertionError(f"an error body that is not JSON: {answer!r}") from None
+    assert isinstance(body, dict) and set(body) == {"error"}, repr(answer)
+    error = body["error"]
+    assert isinstance(error, dict), repr(answer)
+    assert set(error) == {"message", "type", "code", "param"}, repr(answer)
+    assert isinstance(error["message"], str) and error["message"], repr(answer)
+    assert isinstance(error["type"], str) and error["type"], repr(answer)
+    assert error["code"] is None or isinstance(error["code"], str), repr(answer)
+    assert error["param"] is None or isinstance(error["param"], str), repr(answer)
+
+
+def default_outside_snippets() -> tuple[bytes, ...]:
+    """Distinctive lines of files a path traversal would aim at: none may ever be served."""
+    snippets = [
+        b'name = "realtime-gateway"',  # pyproject.toml
+        b"This is the only module that knows environment variable names",  # gateway/config.py
+        b"root:x:0:",  # /etc/passwd
+    ]
+    return tuple(snippets)

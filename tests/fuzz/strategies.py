@@ -1,0 +1,990 @@
+"""Hypothesis strategies for hostile HTTP input: paths, headers, bodies, SDP offers, framing.
+
+Two families. *Well-formed framing* (:func:`requests`, :func:`sdp_requests`, ...) is HTTP/1.1
+that any parser accepts, so every answer must come from the gateway's own code; it carries the
+oddities in the places an application sees them: paths, queries, header values, bodies.
+*Hostile framing* (:func:`framing_attacks`, :func:`header_attacks`) breaks HTTP itself; aiohttp's
+parser may refuse it with a plain 400 before any gateway code runs.
+
+Cases that expose a known gateway bug are left out on purpose, each next to a reference to
+FINDINGS.md, so the suite stays green until it is fixed; FINDINGS.md has the reproducers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from aiortc import sdp as aiortc_sdp
+from hypothesis import strategies as st
+
+from tests.fuzz.wire import Header, chunked, request_bytes
+
+# -- building blocks ------------------------------------------------------------------------
+
+# Strings that have broken parsers before: empty, NUL, direction overrides, BOMs, surrogate
+# neighbours, case-folding surprises, dot segments, number edge cases, markup, very long.
+NASTY = (
+    "",
+    " ",
+    "\t",
+    "\x00",
+    "\x7f",
+    "\u0085",
+    "\u2028",
+    "\u202e",
+    "\ufeff",
+    "\uffff",
+    "\U0001f4a5",
+    "\u0130",
+    "\ufb03",
+    "\u00e9",
+    "e\u0301",
+    "..",
+    "../",
+    "..\\",
+    "%",
+    "%00",
+    "%2e%2e",
+    "%252e%252e",
+    "null",
+    "NaN",
+    "-1",
+    "0",
+    "1e999",
+    "9" * 40,
+    "{}",
+    "[]",
+    "<script>alert(1)</script>",
+    "' OR '1'='1",
+    "${jndi:ldap://x}",
+    "a" * 600,
+)
+
+odd_text = st.one_of(
+    st.sampled_from(NASTY),
+    st.text(st.characters(codec="utf-8"), max_size=24),
+)
+# Header values that any HTTP parser accepts: visible ASCII, spaces and tabs inside.
+field_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).map(
+    str.strip
+)
+token = st.text(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=16)
+# Characters that may stand raw in a path or query (RFC 3986 pchar, plus a stray "%").
+PATH_SAFE = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@%"
+
+
+def pct(text: str) -> str:
+    """``text`` percent-encoded as UTF-8, nothing left raw but unreserved characters."""
+    return quote(text, safe="")
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/realtime/client_secrets"),
+    ("POST", "/v1/realtime/calls"),
+    ("GET", "/v1/realtime/calls"),
+    ("GET", "/v1/realtime/calls/{call_id}"),
+    ("POST", "/v1/realtime/calls/{call_id}/hangup"),
+    ("POST", "/v1/realtime/sessions"),
+    ("POST", "/v1/realtime?model={model}"),
+    ("GET", "/v1/realtime?call_id={call_id}"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("POST", "/demo/token"),
+    ("GET", "/static/{file}"),
+)
+# Not ours: OpenAI paths the gateway does not serve, and the usual scanner targets.
+NOT_OURS: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/realtime/transcription_sessions"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/.env"),
+    ("GET", "/favicon.ico"),
+)
+# Methods aiohttp's (llhttp's) parser knows; any other token ("get", "BREW") it refuses itself
+# with a plain 400, so those go in framing_attacks().
+METHODS = st.sampled_from(
+    "GET POST PUT DELETE PATCH HEAD OPTIONS TRACE PROPFIND COPY LOCK MKCOL MOVE SEARCH PURGE "
+    "REPORT M-SEARCH NOTIFY LINK QUERY".split()
+)
+STATIC_FILES = (
+    "index.html",
+    "app.js",
+    "style.css",
+    "favicon.svg",
+    "ui",
+    "",
+    "nope.js",
+    ".htaccess",
+)
+MODELS = ("gpt-realtime", "gpt-4o-realtime-preview", "", "../../etc/passwd")
+
+
+def call_ids(live_call_id: str, *, include_live: bool = True) -> st.SearchStrategy[str]:
+    """Ids of calls that do not exist, in every spelling, and the live call's where it is safe
+    (``include_live``: routes that only read, never one that would end it)."""
+    ids = st.one_of(
+        st.just("rtc_" + "0" * 32),
+        st.text("0123456789abcdef", min_size=0, max_size=40).map(lambda s: "rtc_" + s),
+        odd_text.map(pct),
+    )
+    return ids | st.just(live_call_id) if include_live else ids
+
+
+def ends_the_live_call(target: str, live_call_id: str) -> bool:
+    return "hangup" in unquote(target).lower() and live_call_id in unquote(target)
+
+
+PATH_MANGLERS = (
+    lambda p: p + "/",
+    lambda p: "/" + p,
+    lambda p: p.replace("/", "//"),
+    lambda p: p.upper(),
+    lambda p: p + "/..",
+    lambda p: p + "/./",
+    lambda p: p + ";x=1",
+    lambda p: p + "%00",
+    lambda p: p + "%2F..%2F",
+    lambda p: "".join(f"%{ord(c):02X}" if c.isalpha() else c for c in p),
+)
+
+
+@st.composite
+def paths(draw: st.DrawFn, live_call_id: str) -> tuple[str, str]:
+    """(method the route expects, request target): every endpoint, then mutated."""
+    routes = NOT_OURS if draw(st.integers(0, 7)) == 0 else ENDPOINTS
+    method, template = draw(st.sampled_from(routes))
+    # The fuzz must never end the live call it watches.
+    call_id = draw(call_ids(live_call_id, include_live="hangup" not in template))
+    path = template.format(
+        call_id=call_id,
+        model=pct(draw(st.sampled_from(MODELS) | odd_text)),
+        file=draw(st.sampled_from(STATIC_FILES) | odd_text.map(pct)),
+    )
+    path, _, query = path.partition("?")
+    # Mostly the route as it is, so that most requests reach a handler; sometimes mangled.
+    if draw(st.integers(0, 3)) == 0:
+        path = draw(st.sampled_from(PATH_MANGLERS))(path)
+    if draw(st.integers(0, 5)) == 0:
+        path += "/" + draw(odd_text.map(pct) | st.text(PATH_SAFE, max_size=12))
+    if draw(st.integers(0, 2)) == 0:
+        query = draw(queries())
+    return method, path + ("?" + query if query else "")
+
+
+def queries() -> st.SearchStrategy[str]:
+    keys = st.sampled_from(["model", "call_id", "x", "", "model[]", "callback"]) | odd_text
+    pairs = st.lists(st.tuples(keys, odd_text), max_size=4)
+    return st.one_of(
+        st.just(""),
+        pairs.map(lambda items: urlencode(items, encoding="utf-8", errors="surrogatepass")),
+        st.text(PATH_SAFE + "=&?/", max_size=30),
+        st.just("model=gpt-realtime&model=other&call_id=&call_id=x"),
+    )
+
+
+# -- headers --------------------------------------------------------------------------------
+
+
+def authorizations(gateway_key: str) -> st.SearchStrategy[str | None]:
+    """No header, the right key in odd spellings, wrong schemes, wrong and odd tokens."""
+    return st.one_of(
+        st.none(),
+        st.sampled_from(
+            [
+                f"Bearer {gateway_key}",
+                f"bearer {gateway_key}",
+                f"BEARER   {gateway_key}   ",
+                f"Bearer {gateway_key}x",
+                f"Bearer {gateway_key[:-1]}",
+                f"Basic {gateway_key}",
+                f"Token {gateway_key}",
+                gateway_key,
+                "Bearer",
+                "Bearer ",
+                "Bearer ek_",
+                "Bearer ek_" + "A" * 43,
+                "Bearer sk-" + "A" * 40,
+                "Basic dXNlcjpwYXNz",
+                "Negotiate YIIF",
+                "Digest username=x",
+                "Bearer a b c",
+            ]
+        ),
+        st.tuples(token, field_text).map(lambda t: f"{t[0]} {t[1]}"),
+    )
+
+
+CONTENT_TYPES = (
+    "application/sdp",
+    "APPLICATION/SDP",
+    "application/sdp; charset=utf-8",
+    "application/sdp; charset=utf-16",
+    "application/sdp;;;",
+    "application/json",
+    "application/json; charset=latin-1",
+    "multipart/form-data",
+    "multipart/form-data; boundary=",
+    "multipart/form-data; boundary=x",
+    'multipart/form-data; boundary="a b"',
+    "multipart/mixed; boundary=x",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "application/octet-stream",
+    "*/*",
+    ";",
+    "",
+)
+
+
+def content_types() -> st.SearchStrategy[str | None]:
+    return st.one_of(
+        st.none(),
+        st.sampled_from(CONTENT_TYPES),
+        st.tuples(token, token, field_text).map(lambda t: f"{t[0]}/{t[1]}; {t[2]}"),
+    )
+
+
+# Ordinary request headers with hostile values; all well-formed HTTP. Content-Encoding and
+# Expect are left out: FINDINGS.md F5 (a junk Expect is a bare 417) and F6 (a body that does
+# not decode as its Content-Encoding is a 500); header_attacks() sends only what is safe of them.
+EXTRA_HEADER_NAMES = tuple(
+    "Accept Accept-Encoding Accept-Language Origin Referer User-Agent Cookie X-Forwarded-For "
+    "X-Forwarded-Proto X-Real-IP X-OpenAI-Agents-SDK OpenAI-Beta OpenAI-Safety-Identifier "
+    "Range If-None-Match If-Modified-Since If-Range Access-Control-Request-Method "
+    "Access-Control-Request-Headers Sec-WebSocket-Protocol Upgrade X-Http-Method-Override".split()
+)
+RANGES = (
+    "bytes=0-0",
+    "bytes=0-",
+    "bytes=-1",
+    "bytes=5-2",
+    "bytes=0-1,3-4",
+    "bytes=999999999-",
+    "bytes=-0",
+    "bytes=",
+    "items=0-1",
+)
+
+
+def extra_headers() -> st.SearchStrategy[list[tuple[str, str]]]:
+    """Distinct names: aiohttp's parser refuses a second User-Agent (and a few others) itself,
+    which header_attacks() covers."""
+    one = st.one_of(
+        st.tuples(st.sampled_from(EXTRA_HEADER_NAMES), field_text),
+        st.tuples(st.just("Range"), st.sampled_from(RANGES)),
+        st.tuples(st.just("Origin"), st.sampled_from(["null", "https://evil.example", "*"])),
+        st.tuples(token.map(lambda t: "X-" + t), field_text),
+    )
+    return st.lists(one, max_size=5, unique_by=lambda header: header[0].lower())
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+JSON_KEYS = tuple(
+    "type session expires_after anchor seconds model voice instructions audio input output "
+    "format turn_detection transcription tools tool_choice modalities output_modalities "
+    "input_audio_format output_audio_format input_audio_transcription client_secret "
+    "temperature max_response_output_tokens tracing prompt include __proto__".split()
+)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    odd_text,
+    st.sampled_from(["realtime", "transcription", "created_at", "semantic_vad", "pcm16"]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(JSON_KEYS) | odd_text, inner, max_size=5),
+    ),
+    max_leaves=24,
+)
+# Deep nesting, but shallower than FINDINGS.md F2/F3 (from ~490 levels a JSON body is a 500).
+MAX_SAFE_DEPTH = 200
+
+
+@st.composite
+def nested(draw: st.DrawFn) -> Any:
+    depth = draw(st.integers(1, MAX_SAFE_DEPTH))
+    value: Any = draw(json_scalars)
+    key = draw(st.sampled_from(JSON_KEYS))
+    for _ in range(depth):
+        value = [value] if draw(st.booleans()) else {key: value}
+    return value
+
+
+@st.composite
+def session_like(draw: st.DrawFn) -> Any:
+    """Close to a real ``client_secrets``/``sessions`` body, one field at a time gone wrong."""
+    body: dict[str, Any] = {}
+    if draw(st.booleans()):
+        body["expires_after"] = draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "anchor": st.sampled_from(["created_at", "expires_at"]) | json_scalars,
+                    "seconds": st.integers(-(2**65), 2**65) | json_scalars,
+                },
+            )
+            | json_values
+        )
+    if draw(st.booleans()):
+        body["session"] = draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": st.sampled_from(["realtime", "transcription"]) | json_values,
+                    "model": json_values,
+                    "instructions": json_values,
+                    "audio": json_values,
+                    "tools": json_values,
+                    "tool_choice": json_values,
+                    "output_modalities": json_values,
+                },
+            )
+            | json_values
+            | nested()
+        )
+    for key in draw(st.lists(st.sampled_from(JSON_KEYS), max_size=4)):
+        body[key] = draw(json_values | nested())
+    return body
+
+
+def json_documents() -> st.SearchStrategy[bytes]:
+    """JSON bodies, well-formed or nearly, in UTF-8 (or not)."""
+    document = st.one_of(json_values, session_like(), nested())
+    text = document.map(lambda v: json.dumps(v, ensure_ascii=False))
+    utf8 = text.map(lambda s: s.encode("utf-8", "surrogatepass"))
+    return st.one_of(
+        utf8,
+        utf8,
+        utf8,
+        text.map(lambda s: s.encode("utf-16")),
+        st.tuples(text, st.integers(0, 40)).map(lambda t: t[0][: t[1]].encode("utf-8", "ignore")),
+        st.sampled_from([b"", b" ", b"{", b"}", b"null", b'"\\ud800"', b"\xff\xfe{}", b"\x00"]),
+    )
+
+
+def bodies() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        json_documents(),
+        odd_text.map(lambda s: s.encode("utf-8")),
+        st.binary(max_size=512),
+        st.lists(odd_text, max_size=6).map(lambda ls: "\r\n".join(ls).encode("utf-8")),
+    )
+
+
+# -- SDP offers -----------------------------------------------------------------------------
+
+SDP_ATTRIBUTES = tuple(
+    "rtpmap fmtp rtcp-fb candidate fingerprint setup mid ice-ufrag ice-pwd ice-options ssrc "
+    "ssrc-group extmap group msid msid-semantic rtcp rtcp-mux sctp-port sctpmap "
+    "max-message-size rid simulcast sendrecv inactive end-of-candidates".split()
+)
+sdp_junk = st.one_of(
+    st.sampled_from(NASTY),
+    st.integers(-(2**40), 2**70).map(str),
+    st.text(string.printable.strip() + " ", max_size=30),
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=20),
+)
+
+
+def _sections(lines: Sequence[str]) -> list[list[str]]:
+    out: list[list[str]] = [[]]
+    for line in lines:
+        if line.startswith("m="):
+            out.append([])
+        out[-1].append(line)
+    return out
+
+
+_MID = re.compile(r"^\s*a=mid:(.*)$")
+
+
+def duplicate_mids(sdp: str) -> bool:
+    """Two media sections sharing an ``a=mid``: FINDINGS.md F1 (a 500), left out of the fuzz."""
+    seen: set[str] = set()
+    for section in _sections(sdp.replace("\r\n", "\n").replace("\r", "\n").split("\n"))[1:]:
+        mids = {m.group(1).strip() for line in section if (m := _MID.match(line))}
+        if mids & seen:
+            return True
+        seen |= mids
+    return False
+
+
+def trips_aiortc(sdp: str) -> bool:
+    """Offers aiortc accepts, then fails to answer: FINDINGS.md F1 (each is a 500 today), so
+    left out of the fuzz. Judged with aiortc's own parser, as the gateway's peer sees them."""
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception:  # aiortc refuses it: the gateway answers 400, as it should
+        return False
+    mids = [media.rtp.muxId for media in parsed.media]
+    named = [mid for mid in mids if mid]
+    return (
+        duplicate_mids(sdp)
+        or len(named) != len(set(named))  # F1b: two sections, one mid
+        or any(m.kind == "audio" and m.direction is None for m in parsed.media)  # F1a
+        or sum(m.kind == "application" for m in parsed.media) > 1  # F1c
+        # F1d: a BUNDLE group that does not name exactly the sections there are.
+        or any(set(group.items) != set(mids) for group in parsed.group)
+    )
+
+
+SDP_EDITS = "delete duplicate swap value insert mline section truncate".split()
+
+
+@st.composite
+def sdp_offers(draw: st.DrawFn, base: str) -> str:
+    """A real offer, damaged by a few random edits of the kinds real clients get wrong."""
+    lines = base.strip().splitlines()
+    for _ in range(draw(st.integers(1, 5))):
+        index = draw(st.integers(0, len(lines) - 1))
+        edit = draw(st.sampled_from(SDP_EDITS))
+        if edit == "delete" and len(lines) > 1:
+            del lines[index]
+        elif edit == "duplicate":
+            lines.insert(index, lines[index])
+        elif edit == "swap":
+            other = draw(st.integers(0, len(lines) - 1))
+            lines[index], lines[other] = lines[other], lines[index]
+        elif edit == "value":
+            line = lines[index]
+            cut = line.find(":") + 1 or line.find("=") + 1
+            keep = draw(st.integers(cut, max(cut, len(line))))
+            lines[index] = line[:keep] + draw(sdp_junk)
+        elif edit == "insert":
+            name = draw(st.sampled_from(SDP_ATTRIBUTES))
+            extra = draw(
+                st.one_of(
+                    sdp_junk.map(f"a={name}:".__add__),
+                    st.tuples(st.sampled_from("vosctmabkeiuzr"), sdp_junk).map("=".join),
+                    sdp_junk,
+                )
+            )
+            lines.insert(index, extra)
+        elif edit == "mline":
+            mlines = [i for i, line in enumerate(lines) if line.startswith("m=")]
+            if mlines:
+                at = draw(st.sampled_from(mlines))
+                parts = lines[at].split(" ")
+                field_at = draw(st.integers(0, len(parts) - 1))
+                parts[field_at] = (parts[field_at][:2] if field_at == 0 else "") + draw(sdp_junk)
+                lines[at] = " ".join(parts)
+        elif edit == "section":
+            sections = _sections(lines)
+            if len(sections) > 1:
+                copy = list(draw(st.sampled_from(sections[1:])))
+                new_mid = draw(st.sampled_from(["7", "x", "", "audio", "\u00e9"]))
+                copy = [f"a=mid:{new_mid}" if line.startswith("a=mid:") else line for line in copy]
+                lines.extend(copy * draw(st.integers(1, 3)))
+        elif edit == "truncate":
+            lines = lines[: index + 1]
+    newline = draw(st.sampled_from(["\r\n", "\n", "\r", "\r\n\r\n", " \r\n"]))
+    sdp = newline.join(lines) + draw(st.sampled_from([newline, "", "\x00", "\r\n\x1a"]))
+    prefix = draw(st.sampled_from(["", "\ufeff", " ", "\r\n", "v=0\r\n"]))
+    return prefix + sdp
+
+
+def offers(base: str) -> st.SearchStrategy[str]:
+    """Damaged real offers, free-form ones, and plain garbage, minus FINDINGS.md F1."""
+    free_form = st.lists(
+        st.tuples(st.sampled_from("vosctmab"), sdp_junk).map("=".join), max_size=12
+    ).map(lambda ls: "v=0\r\n" + "\r\n".join(ls))
+    return st.one_of(
+        sdp_offers(base),
+        sdp_offers(base),
+        sdp_offers(base),
+        free_form,
+        odd_text,
+        st.just(base),
+    ).filter(lambda sdp: not trips_aiortc(sdp))
+
+
+@st.composite
+def multipart_bodies(draw: st.DrawFn, sdp: st.SearchStrategy[str]) -> tuple[str, bytes]:
+    """(Content-Type, body): multipart/form-data with an ``sdp`` and a ``session`` part, each
+    present or not, well-framed or not."""
+    boundary = draw(st.sampled_from(["x", "----b0undary", "a" * 70, "==", "\u00e9"]))
+    crlf = b"\r\n"
+    damage = draw(
+        st.sampled_from(["none", "none", "none", "no-end", "no-crlf", "lf", "prefix", "cut"])
+    )
+    parts: list[bytes] = []
+    names = draw(
+        st.lists(
+            # No control characters: FINDINGS.md F10 (one in a part's header is a 500).
+            st.sampled_from(["sdp", "session", "SDP", "", "sdp\u00e9", "other", "sdp[]"]),
+            max_size=4,
+        )
+    )
+    for name in names:
+        disposition = draw(
+            st.sampled_from(
+                [
+                    f'form-data; name="{name}"',
+                    f"form-data; name={name}",
+                    f"form-data; name*=utf-8''{pct(name)}",
+                    f'form-data; name="{name}"; filename="../../x.sdp"',
+                    "form-data",
+                    "attachment",
+                    "",
+                ]
+            )
+        )
+        headers = [b"Content-Disposition: " + disposition.encode("utf-8")]
+        part_type = draw(
+            st.sampled_from(
+                [
+                    None,
+                    "application/sdp",
+                    "application/json",
+                    "text/plain",
+                    "multipart/mixed; boundary=y",
+                ]
+            )
+        )
+        if part_type:
+            headers.append(b"Content-Type: " + part_type.encode())
+        # Only in well-framed bodies: FINDINGS.md F11 (a base64 part in a body that does not
+        # end with its closing boundary is a 500).
+        if draw(st.integers(0, 5)) == 0 and damage in ("none", "prefix"):
+            headers.append(b"Content-Transfer-Encoding: base64")
+        if name.lower() == "sdp":
+            content = draw(sdp).encode("utf-8", "surrogatepass")
+        elif name == "session":
+            content = draw(json_documents())
+        else:
+            content = draw(bodies())
+        parts.append(crlf.join(headers) + crlf + crlf + content)
+    delimiter = b"--" + boundary.encode("utf-8")
+    body = b"".join(delimiter + crlf + part + crlf for part in parts) + delimiter + b"--" + crlf
+    if len(body) > 4096 and damage not in ("none", "prefix"):
+        # FINDINGS.md F11: a part longer than aiohttp's 8 KiB read chunk in a body that does not
+        # end with its closing boundary is a 500. Short bodies only, for now.
+        damage = "none"
+    if damage == "no-end":
+        body = body[: -len(delimiter) - 4]
+    elif damage == "no-crlf":
+        body = body.replace(crlf, b"")
+    elif damage == "lf":
+        body = body.replace(crlf, b"\n")
+    elif damage == "prefix":
+        body = b"preamble\r\n" + body
+    elif damage == "cut":
+        # Past the last part's headers: a part header cut short is FINDINGS.md F10 (a 500).
+        headers_end = body.rfind(crlf + crlf)
+        start = headers_end + 4 if headers_end >= 0 else 0
+        body = body[: draw(st.integers(start, len(body)))]
+    declared = draw(
+        st.sampled_from(
+            [
+                f"multipart/form-data; boundary={boundary}",
+                f'multipart/form-data; boundary="{boundary}"',
+                "multipart/form-data; boundary=other",
+                "multipart/form-data",
+            ]
+        )
+    )
+    return declared, body
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A request to send and how to judge its answer."""
+
+    data: bytes
+    head: bool = False
+    parser_may_reject: bool = False  # hostile framing: aiohttp may refuse it itself
+    may_go_unanswered: bool = False  # an incomplete request the server may just drop
+    half_close: bool = False
+    fragments: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        data = self.data if len(self.data) <= 2000 else self.data[:2000] + b"..."
+        flags = f"half_close={self.half_close}, fragments={self.fragments}"
+        return f"Probe({data!r}, {len(self.data)} bytes, {flags})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # Hypothesis' printer: a 4 MiB body stays out of reports
+
+
+def _latin1(value: str) -> bytes:
+    return value.encode("latin-1", "replace")
+
+
+@st.composite
+def requests(draw: st.DrawFn, gateway_key: str, live_call_id: str) -> Probe:
+    """Any endpoint, any method, odd auth, content type, headers and body; well-formed HTTP."""
+    expected, target = draw(paths(live_call_id))
+    method = draw(st.just(expected) | METHODS)
+    headers: list[Header] = []
+    auth = draw(st.just(f"Bearer {gateway_key}") | authorizations(gateway_key))
+    if auth is not None:
+        headers.append(("Authorization", _latin1(auth)))
+    kind = draw(content_types())
+    if kind is not None:
+        headers.append(("Content-Type", _latin1(kind)))
+    headers += [(name, _latin1(value)) for name, value in draw(extra_headers())]
+    body = draw(bodies()) if method not in ("GET", "HEAD") or draw(st.booleans()) else b""
+    assert not ends_the_live_call(target, live_call_id), target
+    return Probe(request_bytes(method, target, headers, body), head=method == "HEAD")
+
+
+@st.composite
+def sdp_requests(
+    draw: st.DrawFn, gateway_key: str, base_offer: str, tokens: Sequence[str] = ()
+) -> Probe:
+    """A call request (GA or beta) with a damaged offer, raw or multipart."""
+    path = draw(st.sampled_from(["/v1/realtime/calls", "/v1/realtime?model=gpt-realtime"]))
+    key = draw(st.sampled_from([gateway_key, gateway_key, *tokens]))
+    headers: list[Header] = [("Authorization", f"Bearer {key}")]
+    if draw(st.booleans()) or "model" in path:
+        offer = draw(offers(base_offer))
+        kind = draw(
+            st.sampled_from(
+                ["application/sdp", "application/sdp; charset=utf-8", "APPLICATION/SDP"]
+            )
+        )
+        encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "latin-1"]))
+        body = offer.encode(encoding, "replace")
+    else:
+        kind, body = draw(multipart_bodies(offers(base_offer)))
+    headers.append(("Content-Type", kind.encode("utf-8")))
+    return Probe(request_bytes("POST", path, headers, body))
+
+
+@st.composite
+def json_requests(draw: st.DrawFn, gateway_key: str) -> Probe:
+    """Minting, GA and beta, and the demo token, with hostile JSON."""
+    path = draw(
+        st.sampled_from(["/v1/realtime/client_secrets", "/v1/realtime/sessions", "/demo/token"])
+    )
+    kind = draw(st.sampled_from(["application/json", "", "application/octet-stream"]))
+    headers: list[Header] = [("Authorization", f"Bearer {gateway_key}")]
+    if kind:
+        headers.append(("Content-Type", kind))
+    return Probe(request_bytes("POST", path, headers, draw(json_documents())))
+
+
+# -- hostile framing ------------------------------------------------------------------------
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@st.composite
+def sideband_requests(draw: st.DrawFn, gateway_key: str, live_call_id: str) -> Probe:
+    """WebSocket handshakes on the sideband, complete or not, with odd auth and call ids:
+    each part is right half the time, so some handshakes succeed (a 101 on the live call)."""
+    call_id = draw(st.just(live_call_id) | call_ids(live_call_id))
+    query = draw(
+        st.sampled_from([f"call_id={pct(call_id)}", f"call_id={call_id}&call_id=x", "", "call_id="])
+    )
+    headers: list[Header] = []
+    for name, right, wrong in (
+        ("Upgrade", "websocket", ["WebSocket", "h2c", "", "websocket, h2c"]),
+        ("Connection", "Upgrade", ["upgrade, keep-alive", "close", "keep-alive"]),
+        ("Sec-WebSocket-Key", WS_KEY, ["", "not base64", "AAAA", WS_KEY + "=="]),
+        ("Sec-WebSocket-Version", "13", ["8", "", "99999999999", "13, 8"]),
+    ):
+        choice = draw(st.integers(0, 3))
+        if choice < 2:
+            headers.append((name, right))
+        elif choice == 2:
+            headers.append((name, draw(st.sampled_from(wrong) | field_text)))
+    protocols = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "realtime",
+                    f"openai-insecure-api-key.{gateway_key}",
+                    "openai-insecure-api-key.",
+                    "openai-insecure-api-key.wrong",
+                    "openai-beta.realtime-v1",
+                    "",
+                ]
+            ),
+            max_size=3,
+        )
+    )
+    if protocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
+    auth = draw(st.just(f"Bearer {gateway_key}") | authorizations(gateway_key))
+    if auth is not None:
+        headers.append(("Authorization", _latin1(auth)))
+    close = not any(name == "Connection" for name, _ in headers)
+    return Probe(request_bytes("GET", "/v1/realtime?" + query, headers, close=close))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+HEADER_ATTACKS = (
+    "huge-value huge-name many unicode-value unicode-auth raw-bytes duplicate-type "
+    "duplicate-host no-host fold empty-name space-before-colon ctl origin preflight br"
+).split()
+
+
+@st.composite
+def header_attacks(draw: st.DrawFn, gateway_key: str, live_call_id: str) -> Probe:
+    """Well-routed requests whose headers are hostile: huge, duplicated, non-ASCII, folded."""
+    method, target = draw(paths(live_call_id))
+    if method == "POST" and "hangup" not in target:
+        body = draw(bodies())
+    else:
+        body = b""
+    headers: list[tuple[bytes, bytes]] = []
+    for _ in range(draw(st.integers(0, 2))):
+        headers.append((b"Authorization", _utf8(draw(authorizations(gateway_key)) or "")))
+    attacks = draw(
+        st.lists(
+            st.sampled_from(HEADER_ATTACKS),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    host = True
+    for attack in attacks:
+        if attack == "huge-value":
+            size = draw(st.sampled_from([1000, 8000, 8190, 8191, 9000, 70000]))
+            headers.append((b"X-Big", b"v" * size))
+        elif attack == "huge-name":
+            headers.append((b"X-" + b"n" * draw(st.sampled_from([100, 8190, 9000])), b"1"))
+        elif attack == "many":
+            count = draw(st.sampled_from([50, 101, 200, 1000]))
+            headers += [(b"X-H%d" % i, b"%d" % i) for i in range(count)]
+        elif attack == "unicode-value":
+            headers.append((b"X-Unicode", _utf8(draw(odd_text))))
+        elif attack == "unicode-auth":
+            headers.append((b"Authorization", b"Bearer " + _utf8(draw(odd_text))))
+        elif attack == "raw-bytes":
+            headers.append((b"X-Raw", draw(st.binary(min_size=1, max_size=40))))
+        elif attack == "duplicate-type":
+            headers += [
+                (b"Content-Type", b"application/sdp"),
+                (b"Content-Type", b"application/json"),
+            ]
+        elif attack == "duplicate-host":
+            headers += [(b"Host", b"a.example"), (b"Host", b"b.example")]
+        elif attack == "no-host":
+            host = False
+        elif attack == "fold":
+            headers.append((b"X-Folded", b"first\r\n  continued"))
+        elif attack == "empty-name":
+            headers.append((b"", b"value"))
+        elif attack == "space-before-colon":
+            # Not the real key: aiohttp echoes a line it refuses, and logs it (FINDINGS.md F9).
+            headers.append((b"Authorization ", b"Bearer gk_not-the-key"))
+        elif attack == "ctl":
+            headers.append((b"X-Ctl", b"a\x00b\x01c\x7f"))
+        elif attack == "origin":
+            headers.append((b"Origin", _utf8(draw(odd_text | st.just("https://app.example")))))
+        elif attack == "preflight":
+            headers += [
+                (b"Origin", b"https://app.example"),
+                (b"Access-Control-Request-Method", _utf8(draw(odd_text))),
+                (b"Access-Control-Request-Headers", _utf8(draw(odd_text))),
+            ]
+            method = "OPTIONS"
+        elif attack == "br":
+            # Refused by aiohttp's parser (no brotli decoder). Only br: FINDINGS.md F6.
+            headers.append((b"Content-Encoding", b"br"))
+    assert not ends_the_live_call(target, live_call_id), target
+    data = request_bytes(method, target, headers, body, host=host)
+    return Probe(data, head=method == "HEAD", parser_may_reject=True)
+
+
+FRAMING_ATTACKS = (
+    "request-line version raw-target lf-only leading-crlf http09 content-length cl-and-te "
+    "te-values chunked-valid chunked-broken truncated pipelined fragmented garbage"
+).split()
+
+
+@st.composite
+def framing_attacks(draw: st.DrawFn, gateway_key: str) -> Probe:
+    """Broken HTTP: request lines, versions, Content-Length and chunked framing, pipelining."""
+    auth = (b"Authorization", _utf8(f"Bearer {gateway_key}"))
+    json_type = (b"Content-Type", b"application/json")
+    target = draw(
+        st.sampled_from(["/v1/realtime/client_secrets", "/v1/realtime/calls", "/healthz"])
+    )
+    body = draw(json_documents())
+    attack = draw(st.sampled_from(FRAMING_ATTACKS))
+    headers = [auth, json_type]
+    if attack == "request-line":
+        bad_method = draw(
+            st.sampled_from([b"G ET", b"GET\x00", b"\xffGET", b"", b"GET GET", b"(GET)", b"get"])
+            | st.from_regex(rb"\A[A-Za-z!#$%&'*+.^_`|~-]{1,12}\Z")
+        )
+        line = bad_method + b" " + target.encode() + b" HTTP/1.1\r\nConnection: close\r\n\r\n"
+        return Probe(line, parser_may_reject=True)
+    if attack == "version":
+        version = draw(
+            st.sampled_from(
+                [b"HTTP/1.0", b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.1.1", b"http/1.1", b"HTTP/", b""]
+            )
+        )
+        data = request_bytes("POST", target, headers, body, version=version)
+        return Probe(data, parser_may_reject=True)
+    if attack == "raw-target":
+        raw = draw(
+            st.one_of(
+                odd_text.map(lambda s: _utf8("/" + s)),
+                st.binary(max_size=30).map(lambda b: b"/" + b),
+                st.sampled_from(
+                    [b"*", b"http://127.0.0.1/healthz", b"//x", b"/a#b", b"/a b", b"127.0.0.1:1"]
+                ),
+            )
+        )
+        method = draw(st.sampled_from(["GET", "POST", "CONNECT", "OPTIONS"]))
+        return Probe(request_bytes(method, raw, headers, body), parser_may_reject=True)
+    if attack == "lf-only":
+        data = request_bytes("POST", target, headers, body).replace(b"\r\n", b"\n")
+        return Probe(data, parser_may_reject=True)
+    if attack == "leading-crlf":
+        return Probe(
+            b"\r\n\r\n" + request_bytes("POST", target, headers, body), parser_may_reject=True
+        )
+    if attack == "http09":
+        return Probe(b"GET " + target.encode() + b"\r\n\r\n", parser_may_reject=True)
+    if attack == "content-length":
+        value = draw(
+            st.sampled_from(
+                [
+                    b"-1",
+                    b"abc",
+                    b"1e3",
+                    b"0x10",
+                    b" 5",
+                    b"+5",
+                    b"99999999999999999999999",
+                    b"5, 5",
+                    b"",
+                ]
+            )
+        )
+        data = request_bytes("POST", target, [*headers, (b"Content-Length", value)], body)
+        duplicate = draw(st.booleans())
+        if duplicate:
+            data = data.replace(b"Content-Length", b"Content-Length: 1\r\nContent-Length", 1)
+        return Probe(data, parser_may_reject=True, may_go_unanswered=True, half_close=True)
+    if attack == "cl-and-te":
+        framed = [
+            *headers,
+            (b"Content-Length", b"%d" % len(body)),
+            (b"Transfer-Encoding", b"chunked"),
+        ]
+        return Probe(request_bytes("POST", target, framed, body), parser_may_reject=True)
+    if attack == "te-values":
+        value = draw(
+            st.sampled_from(
+                [b"gzip", b"chunked, chunked", b"identity", b"chunked;q=1", b"xchunked", b"\x00"]
+            )
+        )
+        data = request_bytes("POST", target, [*headers, (b"Transfer-Encoding", value)], body)
+        return Probe(data, parser_may_reject=True, may_go_unanswered=True, half_close=True)
+    if attack == "chunked-valid":
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=6)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        extension = draw(st.sampled_from([b"", b";name=value", b";x"]))
+        trailers = draw(st.sampled_from([b"", b"X-Trailer: 1\r\n"]))
+        framed = [*headers, (b"Transfer-Encoding", b"chunked")]
+        data = request_bytes(
+            "POST", target, framed, chunked(pieces, extension=extension, trailers=trailers)
+        )
+        return Probe(data)
+    if attack == "chunked-broken":
+        broken = draw(
+            st.sampled_from(
+                [
+                    b"ZZ\r\nxx\r\n0\r\n\r\n",
+                    b"5\r\nab\r\n0\r\n\r\n",
+                    b"-1\r\n\r\n",
+                    b"fffffffffffffffffffff\r\n",
+                    b"2\r\nabcd\r\n0\r\n\r\n",
+                    b"2 \r\nab\r\n0\r\n\r\n",
+                    b"0x2\r\nab\r\n0\r\n\r\n",
+                    b"2\nab\n0\n\n",
+                    b"2\r\nab\r\n0\r\nBad Trailer\r\n\r\n",
+                ]
+            )
+        )
+        framed = [*headers, (b"Transfer-Encoding", b"chunked")]
+        # The whole request in one write. FINDINGS.md F7: broken chunk framing that arrives
+        # after the handler started reading leaves it waiting until the client goes away.
+        data = request_bytes("POST", target, framed, broken)
+        return Probe(data, parser_may_reject=True, may_go_unanswered=True, half_close=True)
+    if attack == "truncated":
+        data = request_bytes("POST", target, headers, body)
+        cut = draw(st.integers(1, len(data) - 1))
+        return Probe(data[:cut], parser_may_reject=True, may_go_unanswered=True, half_close=True)
+    if attack == "pipelined":
+        first = request_bytes("GET", "/healthz", [], close=False)
+        second = draw(
+            st.sampled_from(
+                [request_bytes("POST", target, headers, body), b"GARBAGE\r\n\r\n", b"\x00" * 10]
+            )
+        )
+        return Probe(first + second, parser_may_reject=True)
+    if attack == "fragmented":
+        data = request_bytes("POST", target, headers, body)
+        # Split only inside the head: FINDINGS.md F7 is about splits inside a broken body.
+        head_end = data.index(b"\r\n\r\n") + 4
+        cuts = draw(st.lists(st.integers(1, head_end), min_size=1, max_size=8))
+        return Probe(data, fragments=tuple(sorted(set(cuts))))
+    return Probe(draw(st.binary(min_size=1, max_size=200)), parser_may_reject=True)
+
+
+@st.composite
+def oversized(draw: st.DrawFn, gateway_key: str, limit: int) -> Probe:
+    """Bodies past the limits, honest or lying about their length, plain or chunked."""
+    path, kind = draw(
+        st.sampled_from(
+            [
+                ("/v1/realtime/calls", "application/sdp"),
+                ("/v1/realtime/calls", "multipart/form-data; boundary=x"),
+                ("/v1/realtime?model=gpt-realtime", "application/sdp"),
+                ("/v1/realtime/client_secrets", "application/json"),
+                ("/v1/realtime/sessions", "application/json"),
+                ("/demo/token", "application/json"),
+                ("/healthz", "application/json"),
+            ]
+        )
+    )
+    size = draw(st.sampled_from([limit + 1, limit + 16 * 1024 + 1, 1 << 20, 4 << 20]))
+    filler = draw(st.sampled_from([b"a", b"v=0\r\n", b"\xff", b"["]))
+    body = (filler * (size // len(filler) + 1))[:size]
+    if "multipart" in kind:
+        body = (
+            b'--x\r\nContent-Disposition: form-data; name="sdp"\r\n\r\n' + body + b"\r\n--x--\r\n"
+        )
+    headers: list[Header] = [("Authorization", f"Bearer {gateway_key}"), ("Content-Type", kind)]
+    framing = draw(st.sampled_from(["length", "chunked", "understated"]))
+    method = "GET" if path == "/healthz" else "POST"
+    if framing == "chunked":
+        pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+        framed = [*headers, ("Transfer-Encoding", "chunked")]
+        return Probe(request_bytes(method, path, framed, chunked(pieces)))
+    if framing == "understated":
+        # Declares a small body, sends a huge one: the rest is a garbage "next request".
+        data = request_bytes(method, path, [*headers, ("Content-Length", "10")], body)
+        return Probe(data, parser_may_reject=True)
+    return Probe(request_bytes(method, path, headers, body))
