@@ -156,10 +156,6 @@ class Call:
         return self.services.metrics
 
     @property
-    def stats(self) -> Any:
-        return self.pipeline.stats
-
-    @property
     def done(self) -> bool:
         return self._done.is_set()
 
@@ -365,17 +361,7 @@ class Call:
         if self.pipeline.tools is not None:
             await self.pipeline.tools.aclose()
         await asyncio.gather(self.browser.close(), self.upstream.close())
-        if self.upstream_call_id is not None:
-            try:
-                await self.client.hangup(self.upstream_call_id)
-            except GatewayError as exc:
-                self.metrics.upstream_error("hangup")
-                log.warning(
-                    "call.upstream_hangup_failed",
-                    call_id=self.call_id,
-                    upstream_call_id=self.upstream_call_id,
-                    code=exc.code,
-                )
+        await _hangup_quietly(self.client, self.upstream_call_id, self.metrics)
         duration = time.monotonic() - self.created_at
         outcome = outcome_of(reason)
         audio = self.audio_counts()
@@ -484,7 +470,7 @@ async def open_call(
             await asyncio.gather(dial, return_exceptions=True)
         elif dial is not None and dial.done() and not dial.cancelled() and dial.exception() is None:
             # The upstream call exists but we are failing: do not leave it billing.
-            await _hangup_quietly(client, dial.result().call_id)
+            await _hangup_quietly(client, dial.result().call_id, services.metrics)
         to_browser.finish()
         to_upstream.finish()
         await asyncio.gather(browser.close(), upstream.close())
@@ -513,13 +499,17 @@ async def open_call(
     return call
 
 
-async def _hangup_quietly(client: UpstreamClient, upstream_call_id: str | None) -> None:
+async def _hangup_quietly(
+    client: UpstreamClient, upstream_call_id: str | None, metrics: Metrics
+) -> None:
+    """Hang the upstream call up; a failure is logged and counted, never raised."""
     if upstream_call_id is None:
         return
     try:
         await client.hangup(upstream_call_id)
-    except GatewayError:
-        log.warning("call.upstream_hangup_failed", upstream_call_id=upstream_call_id)
+    except GatewayError as exc:
+        metrics.upstream_error("hangup")
+        log.warning("call.upstream_hangup_failed", upstream_call_id=upstream_call_id, code=exc.code)
 
 
 def _make_pipeline(

@@ -19,9 +19,8 @@ response is active, and sent again after the next ``response.done`` if the upstr
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -42,7 +41,6 @@ class ServerCall:
     name: str
     arguments: str
     response_id: str | None
-    started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[ToolResult] | None = None
     answered: bool = False
 
@@ -82,7 +80,6 @@ class ToolCoordinator:
         self._active_response: str | None = None
         self._want_response = False
         self._answering: set[asyncio.Task[None]] = set()
-        self.calls_run = 0
 
     @property
     def enabled(self) -> bool:
@@ -233,7 +230,6 @@ class ToolCoordinator:
                 status=result.status,
                 seconds=round(result.seconds, 3),
             )
-            self.calls_run += 1
             if self._on_result is not None:
                 self._on_result(call, result)
             self._inject(

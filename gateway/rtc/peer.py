@@ -282,10 +282,3 @@ class Peer:
                 lost += int(getattr(stat, "packetsLost", 0) or 0)
                 jitter = max(jitter, float(getattr(stat, "jitter", 0) or 0))
         return lost, jitter
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "leg": self.name,
-            "state": self.pc.connectionState,
-            "messages_dropped": self.messages_dropped,
-        }

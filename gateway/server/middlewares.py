@@ -10,6 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import GatewayError, InvalidRequest, PermissionDenied, RateLimited, Unavailable
+from gateway.server.state import STATE
 
 log = structlog.get_logger(__name__)
 
@@ -121,8 +122,6 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request by route template (bounded) and final status."""
-    from gateway.server.state import STATE
-
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

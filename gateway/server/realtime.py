@@ -25,7 +25,7 @@ from gateway.errors import (
 )
 from gateway.protocol import beta
 from gateway.protocol.session import check_session, parse_client_secret_request
-from gateway.relay import CallRequest, Dialect, new_call_id, open_call
+from gateway.relay import Call, CallRequest, Dialect, new_call_id, open_call
 from gateway.server.auth import identify, require_server
 from gateway.server.body import read_json, read_offer
 from gateway.server.state import STATE, GatewayState
@@ -199,7 +199,7 @@ async def hangup(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _call_view(call: Any) -> dict[str, Any]:
+def _call_view(call: Call) -> dict[str, Any]:
     stats = call.pipeline.stats
     return {
         "id": call.call_id,

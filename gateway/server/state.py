@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from aiohttp import web
@@ -74,8 +75,9 @@ class GatewayState:
     def ready(self) -> bool:
         return not self.draining and len(self.calls) + self.pending < self.settings.max_calls
 
-    @property
+    @cached_property
     def leg_options(self) -> LegOptions:
+        # Settings never change after startup: built once, not per call.
         return LegOptions(
             ice_addresses=self.settings.ice_addresses,
             upstream_ice_addresses=self.settings.upstream_ice_addresses,
