@@ -383,6 +383,11 @@ class Call:
             tool_calls=stats.tool_calls,
             tokens=stats.tokens,
             audio_packets={f"{leg}_{d}": n for (leg, d), n in audio.items()},
+            # Stale audio dropped while the far leg was not yet consuming (bounded queues).
+            audio_dropped={
+                "to_browser": self.to_browser.frames_dropped,
+                "to_upstream": self.to_upstream.frames_dropped,
+            },
         )
         summary = CallSummary(
             reason=reason,

@@ -232,6 +232,7 @@ class TestCallLog:
         assert line["outcome"] == "completed" and line["reason"] == "hangup"
         assert line["client_events"] == 2 and line["server_events"] > 5
         assert line["tokens"]["output_audio"] > 0
+        assert set(line["audio_dropped"]) == {"to_browser", "to_upstream"}
         assert all(token not in str(entry) and OPENAI_KEY not in str(entry) for entry in logs)
 
 
