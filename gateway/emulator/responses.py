@@ -110,24 +110,30 @@ class Response:
             return {"type": "text", "text": text}
         return {"type": "audio", "transcript": text}
 
-    def start_events(self, previous_item_id: str | None) -> list[Event]:
+    def _item_events(self, stage: str, previous_item_id: str | None) -> list[Event]:
+        """``response.output_item.<stage>``, and ``conversation.item.<stage>`` when the
+        response belongs to the conversation (not ``conversation: "none"``)."""
         events = [
-            event("response.created", response=self._object("in_progress", None, None)),
             event(
-                "response.output_item.added",
+                f"response.output_item.{stage}",
                 response_id=self.id,
                 output_index=0,
                 item=dict(self.item),
-            ),
+            )
         ]
         if self.conversation_id is not None:
             events.append(
                 event(
-                    "conversation.item.added",
+                    f"conversation.item.{stage}",
                     previous_item_id=previous_item_id,
                     item=dict(self.item),
                 )
             )
+        return events
+
+    def start_events(self, previous_item_id: str | None) -> list[Event]:
+        events = [event("response.created", response=self._object("in_progress", None, None))]
+        events += self._item_events("added", previous_item_id)
         if self.kind != "function_call":
             events.append(
                 event(
@@ -207,22 +213,7 @@ class Response:
                 event("response.content_part.done", **where, content_index=0, part=self._part(text))
             )
             self.item.update(status="completed" if complete else "incomplete", content=[content])
-        events.append(
-            event(
-                "response.output_item.done",
-                response_id=self.id,
-                output_index=0,
-                item=dict(self.item),
-            )
-        )
-        if self.conversation_id is not None:
-            events.append(
-                event(
-                    "conversation.item.done",
-                    previous_item_id=previous_item_id,
-                    item=dict(self.item),
-                )
-            )
+        events += self._item_events("done", previous_item_id)
         share = 1.0 if complete else self.sent / max(1, len(self.chunks))
         audio_tokens = math.ceil(self.audio_ms * share / 50)
         usage = context.bill(base_text_tokens, text_tokens(text), audio_tokens)
