@@ -27,6 +27,7 @@ from gateway.server.middlewares import (
     errors_middleware,
     headers_middleware,
     metrics_middleware,
+    shape_bare_errors,
 )
 from gateway.server.state import STATE, GatewayState
 from gateway.tokens import ClientSecretStore
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         client_max_size=settings.max_sdp_bytes + BODY_SLACK,
     )
     app[STATE] = state
+    app.on_response_prepare.append(shape_bare_errors)
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
     realtime.add_routes(app)

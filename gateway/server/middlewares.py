@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -33,6 +34,7 @@ _HTTP_CODES = {
     404: ("not_found", "Unknown URL: {method} {path}."),
     405: ("method_not_allowed", "{method} is not allowed on {path}."),
     413: ("payload_too_large", "The request body is too large."),
+    417: ("expectation_failed", "Only 'Expect: 100-continue' is supported."),
 }
 
 
@@ -140,6 +142,11 @@ PAGE_CSP = (
 @web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
+    harden(request, response)
+    return response
+
+
+def harden(request: web.BaseRequest, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
@@ -151,4 +158,28 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
         headers.setdefault("Cache-Control", "no-cache")
     else:
         headers.setdefault("Cache-Control", "no-store")
-    return response
+
+
+async def shape_bare_errors(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: give the errors aiohttp renders itself the OpenAI shape too.
+
+    aiohttp answers a few requests before the middleware chain runs, as plain text without the
+    hardening headers; the one a client can provoke is an ``Expect`` other than
+    ``100-continue`` (417, tests/fuzz/FINDINGS.md F5).
+    """
+    if (
+        response.status < 400
+        or not isinstance(response, web.Response)
+        or response.content_type == "application/json"
+    ):
+        return
+    code, template = _HTTP_CODES.get(response.status, ("http_error", "{reason}."))
+    message = template.format(method=request.method, path=request.path, reason=response.reason)
+    error = GatewayError(message, code=code, status=response.status)
+    error.type = "invalid_request_error" if response.status < 500 else "server_error"
+    body = json.dumps(error.to_body()).encode()
+    response.body = body
+    # The hook runs after aiohttp has counted the old body, just before the headers go out.
+    response.headers["Content-Length"] = str(len(body))
+    response.content_type = "application/json"
+    harden(request, response)

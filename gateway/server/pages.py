@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.server import static
 from gateway.server.state import STATE
 
 # The page lives beside the package in the source tree (and at /app/web in the image).
@@ -55,11 +56,5 @@ def add_routes(app: web.Application, *, demo: bool, web_dir: Path = DEFAULT_WEB_
     app.router.add_get("/metrics", metrics)
     if demo:
         app.router.add_post("/demo/token", demo_token)
-    index = web_dir / "index.html"
-    if index.is_file():
-
-        async def page(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(index)
-
-        app.router.add_get("/", page)
-        app.router.add_static("/static/", web_dir, follow_symlinks=False)
+    if web_dir.is_dir():
+        static.add_routes(app, web_dir)

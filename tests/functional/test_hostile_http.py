@@ -7,15 +7,23 @@ import asyncio
 import gzip
 import io
 import logging
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Secret
 from gateway.log import RedactingFilter
-from tests.functional.conftest import GATEWAY_KEY, mint
+from gateway.server.app import create_app
+from tests.functional.conftest import (
+    GATEWAY_KEY,
+    GatewayFactory,
+    gateway_settings,
+    mint,
+)
 
 Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
@@ -166,3 +174,112 @@ def test_stdlib_log_records_are_redacted() -> None:
     text = stream.getvalue()
     assert GATEWAY_KEY not in text and "ek_abcdefgh12" not in text
     assert "Error handling request" in text and "ValueError" in text
+
+
+async def test_static_file_errors_are_shaped(gateway: Client) -> None:
+    """F4: a missing file, a failed If-Match and a bad Range no longer answer an empty body."""
+    for path in ("/static/nope.js", "/static/..%5cpyproject.toml", "/static/../pyproject.toml"):
+        body = await shaped(await gateway.get(path), 404)
+        assert body["error"]["code"] == "not_found", path
+    response = await gateway.get("/static/app.js", headers={"If-Match": '"x"'})
+    assert (await shaped(response, 412))["error"]["code"] == "precondition_failed"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    whole = await gateway.get("/static/app.js")
+    assert whole.status == 200 and whole.content_type == "text/javascript"
+    # Range is ignored (RFC 9110 allows it): the whole file, never an empty 416.
+    ranged = await gateway.get("/static/app.js", headers={"Range": "bytes=99999999-"})
+    assert ranged.status == 200 and await ranged.read() == await whole.read()
+
+
+async def test_static_files_are_cached_by_etag(gateway: Client) -> None:
+    first = await gateway.get("/")
+    etag = first.headers["ETag"]
+    assert first.status == 200 and "<html" in (await first.text()).lower()
+    again = await gateway.get("/", headers={"If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
+    assert (await gateway.get("/", headers={"If-Match": etag})).status == 200
+    head = await gateway.head("/static/style.css")
+    assert head.status == 200 and head.content_type == "text/css"
+
+
+async def test_only_plain_files_under_the_web_root_are_served(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "web"
+    (root / "ui").mkdir(parents=True)
+    (root / "index.html").write_text("<html>page</html>")
+    (root / "ui" / "a.js").write_text("export const a = 1;")
+    (root / ".env").write_text("OPENAI_API_KEY=sk-secret")
+    (tmp_path / "outside.txt").write_text("outside")
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (root / "inner.js").symlink_to(root / "ui" / "a.js")
+    (root / "dirlink").symlink_to(tmp_path)
+    client = await make_gateway(web_dir=str(root))
+    for path in ("/static/ui/a.js", "/static/inner.js"):
+        assert await (await client.get(path)).text() == "export const a = 1;"
+    refused = ("/.env", "/link.txt", "/dirlink/outside.txt", "/index.html/", "/ui", "/ui/")
+    for path in refused:
+        await shaped(await client.get("/static" + path), 404)
+
+
+async def test_unknown_expectation_is_a_shaped_417(gateway: Client) -> None:
+    """F5: aiohttp answers an Expect it does not know before any middleware; still shaped."""
+    response = await gateway.post(
+        "/v1/realtime/client_secrets",
+        data=b"{}",
+        headers={**AUTH, "Content-Type": "application/json", "Expect": "junk"},
+    )
+    body = await shaped(response, 417)
+    assert body["error"]["code"] == "expectation_failed"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    response = await gateway.post(
+        "/v1/realtime/client_secrets",
+        data=b"{}",
+        headers={**AUTH, "Content-Type": "application/json", "Expect": "100-continue"},
+    )
+    assert response.status == 200
+
+
+async def test_client_leaving_mid_body_is_not_a_server_error() -> None:
+    """F8: a client that hangs up halfway through its body is its own problem, not a 500.
+
+    Served as ``realtime-gateway serve`` does: aiohttp's test server cancels a handler whose
+    client left, production lets it finish, and finishing is what this is about.
+    """
+    settings = gateway_settings("unused", openai_api_key=None)  # its own emulator
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                (
+                    f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
+                    f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
+                    'Content-Length: 5000\r\n\r\n{"session": {"instructions": "'
+                ).encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the handler is reading the body now
+            writer.close()
+            await writer.wait_closed()
+        async with aiohttp.ClientSession(f"http://{host}:{port}") as http:
+            route = 'route="/v1/realtime/client_secrets"'
+            counted: list[str] = []
+            for _ in range(50):  # the server notices the hang-ups asynchronously
+                async with http.get("/metrics") as response:
+                    text = await response.text()
+                counted = [line for line in text.splitlines() if route in line and "_total" in line]
+                if sum(float(line.split()[-1]) for line in counted) >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert counted == [
+                route.join(("realtime_gateway_http_requests_total{", ',status="400"} 3.0'))
+            ]
+            async with http.post("/v1/realtime/client_secrets", json={}, headers=AUTH) as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()

@@ -46,10 +46,6 @@ _LEAK = re.compile(
 # aiohttp answers framing it cannot parse itself, with text/plain, before any middleware runs.
 PARSER_REJECTION_TYPES = ("text/plain",)
 
-# FINDINGS.md F4: FileResponse decides these statuses in prepare(), after every middleware has
-# returned, so they leave with an empty body instead of an OpenAI-shaped error.
-BARE_STATIC_STATUSES = (403, 404, 412, 416)
-
 
 def _files(root: Path) -> dict[str, bytes]:
     """The files the web root may serve: inside it once symlinks are resolved."""
@@ -106,8 +102,6 @@ class Oracle:
         if self.is_parser_rejection(answer):
             assert parser_may_reject, f"aiohttp refused well-formed framing: {answer!r}"
             return
-        if self.is_bare_static_error(answer):
-            return
         assert answer.content_type == "application/json", f"not a JSON error: {answer!r}"
         if head:
             return  # HEAD answers carry headers only
@@ -142,15 +136,6 @@ class Oracle:
             answer.status == 400
             and answer.content_type in PARSER_REJECTION_TYPES
             and not answer.body.startswith(b"{")
-        )
-
-    @staticmethod
-    def is_bare_static_error(answer: Answer) -> bool:
-        """FINDINGS.md F4 (tolerated, not fixed here): an empty-bodied FileResponse error."""
-        return (
-            answer.status in BARE_STATIC_STATUSES
-            and answer.body == b""
-            and answer.content_type in ("application/octet-stream", "")  # "" for HEAD
         )
 
 
