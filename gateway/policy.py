@@ -16,6 +16,10 @@ Locked session fields are not refused but **removed**: a ``session.update`` lose
 rest goes through (OpenAI's own browser SDK sends ``model``, and often ``instructions``, in the
 update it makes on connect and waits for ``session.updated``; refusing it would break connect).
 A locked field also covers the per-response override of the same name in ``response.create``.
+While ``instructions`` is locked, a ``system``-role message is refused too, whether added to the
+conversation (``conversation.item.create``) or given as one response's input
+(``response.create``'s ``response.input``): it would override the locked instructions in all
+but name.
 The decision names the removal as a ``locked_field`` violation only when a removed value differs
 from the call's current session, so an SDK echoing the session it was given stays silent.
 """
@@ -124,6 +128,7 @@ class ClientPolicy:
         self._creates: deque[float] = deque()
         self._locked = tuple(tuple(p.split(".")) for p in config.locked_session_fields)
         self._response_locked = tuple(p for p in self._locked if p[0] in _RESPONSE_OVERRIDES)
+        self._locks_instructions = ("instructions",) in self._locked
 
     def check(self, event: Event, size: int, *, current_session: Mapping[str, Any]) -> Decision:
         """Decide one client event; ``size`` is its encoded length in bytes, as received."""
@@ -149,6 +154,13 @@ class ClientPolicy:
                 "event_rate",
                 "Too many events: this gateway accepts at most "
                 f"{self.config.events_per_second:g} events per second per call.",
+            )
+        if self._locks_instructions and (system := _system_item(kind, event)) is not None:
+            return _refuse(
+                "locked_field",
+                "This gateway does not let clients add system messages: the session's "
+                "instructions are set by the server.",
+                system,
             )
         if kind == "response.create":
             if not self._take_create(now):
@@ -214,6 +226,24 @@ class ClientPolicy:
                 changed[0],
             )
         return Decision(rewritten, violation, rewritten=True)
+
+
+def _system_item(kind: str, event: Event) -> str | None:
+    """Where ``event`` carries a system-role message (its ``param``), or ``None``."""
+    if kind == "conversation.item.create":
+        return "item.role" if _is_system(event.get("item")) else None
+    if kind == "response.create":
+        response = event.get("response")
+        items = response.get("input") if isinstance(response, Mapping) else None
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if _is_system(item):
+                    return f"response.input[{index}].role"
+    return None
+
+
+def _is_system(item: Any) -> bool:
+    return isinstance(item, Mapping) and item.get("role") == "system"
 
 
 def _refuse(rule: str, message: str, param: str | None = None) -> Decision:
