@@ -12,16 +12,21 @@ Rules, in the order a violation is reported when an event breaks several:
 3. ``event_rate`` — a token bucket over every client event of the call;
 4. ``response_create_rate`` — a sliding one-minute window over forwarded ``response.create``.
 
+A locked field protects the value **the server set** for the call (``GATEWAY_SESSION``, the
+defaults, the client secret's ``session``): a field the server left unset is the browser's to
+choose, as it is on OpenAI, so an app whose agent brings its own instructions keeps working
+unless the operator decided them.
+
 Locked session fields are not refused but **removed**: a ``session.update`` loses them and the
 rest goes through (OpenAI's own browser SDK sends ``model``, and often ``instructions``, in the
 update it makes on connect and waits for ``session.updated``; refusing it would break connect).
 A locked field also covers the per-response override of the same name in ``response.create``.
-While ``instructions`` is locked, a ``system``-role message is refused too, whether added to the
-conversation (``conversation.item.create``) or given as one response's input
-(``response.create``'s ``response.input``): it would override the locked instructions in all
-but name.
 The decision names the removal as a ``locked_field`` violation only when a removed value differs
 from the call's current session, so an SDK echoing the session it was given stays silent.
+
+While ``instructions`` is locked, a ``system``-role message is refused, whether added to the
+conversation (``conversation.item.create``) or given as one response's input
+(``response.create``'s ``response.input``): it would override the instructions in all but name.
 """
 
 from __future__ import annotations
@@ -119,14 +124,24 @@ class ClientPolicy:
     """The policy state of one call: its rate limits."""
 
     def __init__(
-        self, config: PolicyConfig = PolicyConfig(), *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: PolicyConfig = PolicyConfig(),
+        *,
+        server_session: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``server_session``: the session the server set up the call with; only the locked
+        fields it sets are locked. ``None`` locks every configured field, set or not."""
         self.config = config
         self._clock = clock
         self._tokens = float(config.event_burst)
         self._refilled_at = clock()
         self._creates: deque[float] = deque()
-        self._locked = tuple(tuple(p.split(".")) for p in config.locked_session_fields)
+        self._locked = tuple(
+            path
+            for path in (tuple(p.split(".")) for p in config.locked_session_fields)
+            if server_session is None or _get(server_session, path) is not _MISSING
+        )
         self._response_locked = tuple(p for p in self._locked if p[0] in _RESPONSE_OVERRIDES)
         self._locks_instructions = ("instructions",) in self._locked
 

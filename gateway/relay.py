@@ -552,7 +552,7 @@ def _make_pipeline(
         info=info,
         dialect=request.dialect,
         metrics=services.metrics,
-        policy=ClientPolicy(services.policy),
+        policy=ClientPolicy(services.policy, server_session=info.session),
         hooks=services.hooks,
         tools=tools,
         transcript=transcript,

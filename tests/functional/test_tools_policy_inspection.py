@@ -136,9 +136,11 @@ class TestServerTools:
 
 class TestPolicy:
     async def test_locked_fields_are_stripped_not_refused(
-        self, gateway: Any, emulator: Emulator, peers: list[TestPeer]
+        self, make_gateway: GatewayFactory, emulator: Emulator, peers: list[TestPeer]
     ) -> None:
-        """instructions/model in a browser session.update are removed; the rest applies."""
+        """instructions/model the server set are removed from a browser session.update; the
+        rest applies."""
+        gateway = await make_gateway(instructions="Be the server's assistant.")
         peer = await connect(gateway, peers)
         peer.send(
             {
@@ -158,10 +160,28 @@ class TestPolicy:
         text = await (await gateway.get("/metrics")).text()
         assert 'realtime_gateway_policy_violations_total{rule="locked_field"} 1.0' in text
 
-    async def test_system_messages_are_refused_while_instructions_are_locked(
+    async def test_instructions_the_server_left_unset_are_the_browsers(
         self, gateway: Any, emulator: Emulator, peers: list[TestPeer]
     ) -> None:
+        """Drop-in: an SDK app's agent instructions apply when the backend set none, as on
+        OpenAI; the model, which the server always sets, stays locked."""
+        peer = await connect(gateway, peers)
+        mine = "You are the app's own agent."
+        peer.send(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "instructions": mine, "model": "other"},
+            }
+        )
+        update = await the_call(emulator).wait_for_event("session.update")
+        assert update["session"]["instructions"] == mine and "model" not in update["session"]
+        assert (await peer.next_event("session.updated"))["session"]["instructions"] == mine
+
+    async def test_system_messages_are_refused_while_instructions_are_locked(
+        self, make_gateway: GatewayFactory, emulator: Emulator, peers: list[TestPeer]
+    ) -> None:
         """A system message would override the locked instructions: an error event, not sent."""
+        gateway = await make_gateway(instructions="Be the server's assistant.")
         peer = await connect(gateway, peers)
         for role in ("system", "user"):
             peer.send(

@@ -451,3 +451,45 @@ class TestSystemMessages:
         policy = ClientPolicy(PolicyConfig(locked_session_fields=("model",)), clock=clock)
         event = {"type": "conversation.item.create", "item": system_message("Be brief.")}
         assert check(policy, event).event is event
+
+
+class TestServerSession:
+    """Only what the server set is locked; what it left unset is the browser's, as on OpenAI."""
+
+    def test_unset_instructions_are_the_browsers(self, clock: Clock) -> None:
+        policy = ClientPolicy(server_session={"type": "realtime", "model": "m"}, clock=clock)
+        event = {
+            "type": "session.update",
+            "session": {"type": "realtime", "instructions": "Mine.", "model": "other"},
+        }
+        decision = check(policy, event)
+        assert decision.event == {
+            "type": "session.update",
+            "session": {"type": "realtime", "instructions": "Mine."},
+        }
+        system = {"type": "conversation.item.create", "item": system_message("Mine.")}
+        assert check(policy, system).event is system
+
+    def test_set_instructions_are_locked(self, clock: Clock) -> None:
+        policy = ClientPolicy(server_session=SESSION, clock=clock)
+        event = {"type": "session.update", "session": {"type": "realtime", "instructions": "x"}}
+        assert check(policy, event).event == {
+            "type": "session.update",
+            "session": {"type": "realtime"},
+        }
+        system = {"type": "conversation.item.create", "item": system_message("x")}
+        assert check(policy, system).refused
+
+    def test_a_lock_on_a_subtree_needs_the_server_to_set_it(self, clock: Clock) -> None:
+        locked = PolicyConfig(locked_session_fields=("audio.output.voice",))
+        event = {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"output": {"voice": "ash"}}},
+        }
+        unset = ClientPolicy(locked, server_session={"type": "realtime"}, clock=clock)
+        assert check(unset, event).event is event
+        set_ = ClientPolicy(locked, server_session=SESSION, clock=clock)
+        assert check(set_, event).event == {
+            "type": "session.update",
+            "session": {"type": "realtime"},
+        }
