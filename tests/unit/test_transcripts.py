@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.transcripts import (
+    MAX_QUEUED_RECORDS,
     TranscriptBuilder,
     TranscriptWriter,
     conversation,
@@ -698,6 +700,52 @@ class TestTranscriptWriter:
         await writer.aclose()
         assert [e["event"] for e in logs] == ["transcript.bad_record"]
         assert read_lines(writer.path) == [{"ts": 0.0, "kind": "good", "when": "/x"}]
+
+    async def test_stalled_disk_bounds_what_is_held(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A hung disk holds at most MAX_QUEUED_RECORDS; the rest are dropped, counted, logged."""
+        real_write = os.write
+        stalled = threading.Event()
+        release = threading.Event()
+
+        def hung_write(fd: int, data: bytes) -> int:
+            # Only the writer's thread hangs, like a write() on a dead NFS mount.
+            if threading.current_thread() is not threading.main_thread():
+                stalled.set()
+                release.wait(30)
+            return real_write(fd, data)
+
+        writer = TranscriptWriter(tmp_path, "rtc_stall")
+        await writer.start()
+        monkeypatch.setattr(os, "write", hung_write)
+        try:
+            writer.write({"ts": 0.0, "kind": "n", "n": 0})
+            deadline = time.monotonic() + 10
+            while not stalled.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert stalled.is_set(), "the writer never reached the disk"
+            with capture_logs() as logs:
+                for n in range(1, MAX_QUEUED_RECORDS + 500):
+                    writer.write({"ts": 0.0, "kind": "n", "n": n})
+                    if n % 100 == 0:
+                        await asyncio.sleep(0)  # the writer task gets its turns, as in a call
+            assert writer.pending == MAX_QUEUED_RECORDS
+            assert writer.dropped == 500
+            assert [(e["event"], e["log_level"]) for e in logs] == [
+                ("transcript.records_dropped", "warning")
+            ]
+        finally:
+            release.set()
+            await writer.aclose()
+        assert writer.pending == 0
+        numbers = [r["n"] for r in read_lines(writer.path)]
+        assert numbers == list(range(MAX_QUEUED_RECORDS))
+
+    def test_max_queued_must_be_positive(self, tmp_path: Path) -> None:
+        """A writer that could hold no record at all is refused."""
+        with pytest.raises(ValueError, match="max_queued"):
+            TranscriptWriter(tmp_path, "rtc_zero", max_queued=0)
 
     @pytest.mark.parametrize("call_id", ["", "../etc/passwd", "a/b", ".hidden", "x" * 200])
     def test_call_id_must_be_a_file_name(self, tmp_path: Path, call_id: str) -> None:

@@ -1,66 +1,25 @@
-"""Call transcripts: one JSON Lines file per call, written as the call goes.
+"""Server events in, transcript records out: pure, no file or task in sight.
 
-:class:`TranscriptBuilder` is pure: server events (GA names; the beta ones are understood too)
-go in, records come out. :class:`TranscriptWriter` owns one file and appends records to it from a
-task of its own, so the relay never waits on the disk. Every record is one JSON object on one
-line with ``ts`` (Unix time) and ``kind``:
-
-``call_started``
-    ``call_id, upstream_call_id, model, voice`` — never instructions, tools or secrets.
-``user``
-    ``item_id, order, source, text``: a transcribed turn (``source: "audio"``, from
-    ``conversation.item.input_audio_transcription.completed``; ``text`` is ``null`` and ``error``
-    set when transcription failed) or a typed message (``source: "text"``).
-``assistant``
-    ``item_id, order, response_id, modality, text``: what the model generated, once its
-    transcript (or text) is done.
-``assistant_truncated``
-    ``item_id, response_id, text, audio_end_ms, cut_by, audio_ms, basis``: the user interrupted
-    and only the first ``audio_end_ms`` of the item's audio was played. ``text`` is the part that
-    was heard; it replaces the ``assistant`` record's text (see :func:`spoken_text`). ``cut_by``
-    says where ``audio_end_ms`` comes from: ``conversation.item.truncated`` (the server's own
-    count), or ``playback_time`` (from ``output_audio_buffer.started`` to the ``cleared`` — or,
-    for a cancelled response, ``stopped`` — that cut it off, when the server sent no truncation).
-    ``basis`` says how the item's whole length ``audio_ms`` was found: ``audio_tokens`` (50 ms per
-    output audio token of its ``response.done``) or ``speech_rate`` (15 characters a second).
-``tool_call``
-    ``call_id, name, arguments, output, status, seconds``: a server tool run (from the relay).
-``usage``
-    ``response_id, status, usage``: ``response.done``'s usage object, verbatim.
-``call_ended``
-    ``reason, outcome, duration_s``.
-
-``order`` numbers the conversation's items in the order the server added them; records are
-written when their content is known, and a user transcript often arrives after the answer has
-started, so sort turns by ``order`` (:func:`conversation` does) rather than by file position.
+The record kinds are described in :mod:`gateway.transcripts`; the truncation estimate
+(:func:`cut_text`, ``MS_PER_AUDIO_TOKEN``, ``CHARS_PER_SECOND``) lives here because only the
+builder knows when an assistant turn was cut short.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
-import os
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
-import structlog
-
-log = structlog.get_logger(__name__)
-
-Record = dict[str, Any]
+from gateway.transcripts.records import Record
 
 MS_PER_AUDIO_TOKEN: Final = 50.0
 """Assistant audio is billed at one output audio token per 50 ms (protocol.md §4.5)."""
 CHARS_PER_SECOND: Final = 15.0
 """Speech rate assumed when a response's usage does not say how long its audio was."""
 
-_CALL_ID_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 _WORD_RE: Final = re.compile(r"\S+")
 _MAX_ITEMS: Final = 256
 
@@ -421,43 +380,6 @@ def cut_text(text: str, fraction: float) -> str:
     return text[:end]
 
 
-def spoken_text(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Assistant item id → the text the user heard, corrections applied."""
-    heard: dict[str, str] = {}
-    for record in records:
-        if record.get("kind") in ("assistant", "assistant_truncated"):
-            heard[record["item_id"]] = record["text"]
-    return heard
-
-
-def conversation(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The turns of a transcript in conversation order, each ``{role, item_id, text}``.
-
-    Assistant text is what was heard (truncations applied); the items' ``order`` decides the
-    sequence, file position breaks ties for items the server never placed.
-    """
-    turns: dict[str, dict[str, Any]] = {}
-    position: dict[str, tuple[float, int]] = {}
-    for index, record in enumerate(records):
-        kind = record.get("kind")
-        item_id = record.get("item_id")
-        if kind not in ("user", "assistant", "assistant_truncated") or not item_id:
-            continue
-        if kind == "assistant_truncated":
-            if item_id in turns:
-                turns[item_id]["text"] = record.get("text")
-                turns[item_id]["interrupted"] = True
-            continue
-        order = record.get("order")
-        position[item_id] = (order if isinstance(order, int) else math.inf, index)
-        turns[item_id] = {
-            "role": "user" if kind == "user" else "assistant",
-            "item_id": item_id,
-            "text": record.get("text"),
-        }
-    return [turns[i] for i in sorted(turns, key=lambda i: position[i])]
-
-
 def _dig(node: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(node, Mapping):
@@ -475,162 +397,3 @@ def _output_audio_ms(usage: Any) -> float:
     if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
         return 0.0
     return tokens * MS_PER_AUDIO_TOKEN
-
-
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """One record as one complete JSON line (strings escape their newlines)."""
-    text = json.dumps(
-        record, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
-    )
-    return (text + "\n").encode("utf-8")
-
-
-def prepare_directory(directory: Path) -> None:
-    """Create the transcripts directory and check it is writable (blocking: call at startup)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(f"{directory} is not writable")
-
-
-class TranscriptWriter:
-    """Appends records to ``<directory>/<call_id>.jsonl`` without blocking the event loop.
-
-    :meth:`write` only queues; a task of the writer's own writes each batch in a worker thread,
-    every record with one ``write()`` on an ``O_APPEND`` descriptor (no user-space buffer), so a
-    crash at any point leaves whole lines only. A failed or short write is cut back off the file.
-    Disk trouble is logged (``transcript.open_failed``, ``transcript.write_failed``) and never
-    raised: the call matters more than its transcript.
-    """
-
-    def __init__(self, directory: Path, call_id: str) -> None:
-        if not _CALL_ID_RE.fullmatch(call_id):
-            raise ValueError(f"call_id {call_id!r} cannot name a transcript file")
-        self.path = Path(directory) / f"{call_id}.jsonl"
-        self._call_id = call_id
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._size = 0
-        self._write_failed = False
-        self._disabled = False
-        self._closing = False
-        self._closed = asyncio.Event()
-
-    def __repr__(self) -> str:
-        return f"TranscriptWriter({str(self.path)!r})"
-
-    async def start(self) -> None:
-        """Open the file (creating the directory) and start writing what was queued so far."""
-        if self._task is not None or self._closing:
-            return
-        try:
-            await asyncio.to_thread(self._open)
-        except OSError:
-            log.error(
-                "transcript.open_failed", call_id=self._call_id, path=str(self.path), exc_info=True
-            )
-            self._disabled = True
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            return
-        self._task = asyncio.create_task(self._run(), name=f"transcript-writer:{self._call_id}")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Queue one record; records are written in the order they were queued."""
-        if self._closing or self._disabled:
-            log.debug("transcript.write_dropped", call_id=self._call_id, kind=record.get("kind"))
-            return
-        try:
-            line = encode_record(record)
-        except (TypeError, ValueError):
-            log.warning(
-                "transcript.bad_record",
-                call_id=self._call_id,
-                kind=record.get("kind"),
-                exc_info=True,
-            )
-            return
-        self._queue.put_nowait(line)
-
-    async def aclose(self) -> None:
-        """Write what is queued, then close the file; idempotent (a second call waits)."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
-        try:
-            if self._task is not None:
-                self._queue.put_nowait(None)
-                await asyncio.wait([self._task])
-            await asyncio.to_thread(self._close)
-        finally:
-            self._closed.set()
-
-    # -- the writer task and its thread -------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            line = await self._queue.get()
-            batch: list[bytes] = []
-            while line is not None:
-                batch.append(line)
-                if self._queue.empty():
-                    break
-                line = self._queue.get_nowait()
-            if batch:
-                try:
-                    await asyncio.to_thread(self._write_batch, batch)
-                except Exception:
-                    self._failed(exc_info=True)
-            if line is None:
-                return
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        with self._lock:
-            self._fd = fd
-            self._size = os.fstat(fd).st_size
-
-    def _write_batch(self, lines: list[bytes]) -> None:
-        with self._lock:
-            if self._fd is None:
-                return
-            for line in lines:
-                try:
-                    written = os.write(self._fd, line)
-                except OSError:
-                    self._failed(exc_info=True)
-                    self._cut_back()
-                    return
-                if written != len(line):
-                    self._failed(written=written, expected=len(line))
-                    self._cut_back()
-                    return
-                self._size += written
-
-    def _cut_back(self) -> None:
-        """Drop a partly written line, so the file still ends with a whole record."""
-        assert self._fd is not None
-        try:
-            os.ftruncate(self._fd, self._size)
-        except OSError:
-            log.error("transcript.truncate_failed", call_id=self._call_id, exc_info=True)
-
-    def _failed(self, **fields: Any) -> None:
-        if not self._write_failed:
-            self._write_failed = True
-            log.error(
-                "transcript.write_failed", call_id=self._call_id, path=str(self.path), **fields
-            )
-
-    def _close(self) -> None:
-        with self._lock:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            os.close(fd)
