@@ -8,6 +8,7 @@ GA→beta translation → sent. An event nothing changed leaves as the exact byt
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ from gateway.tools import ToolResult
 from gateway.transcripts import TranscriptBuilder, TranscriptWriter
 
 log = structlog.get_logger(__name__)
+
+# Seconds a call's end waits for its transcript to reach the disk.
+TRANSCRIPT_CLOSE_TIMEOUT = 5.0
 
 Message = str | bytes
 Event = dict[str, Any]
@@ -208,10 +212,24 @@ class EventPipeline:
             )
 
     async def close_transcript(self, *, reason: str, outcome: str, duration_s: float) -> None:
-        """Pending corrections, the end record, then the file is flushed and closed."""
+        """Pending corrections, the end record, then the file is flushed and closed.
+
+        Waits at most :data:`TRANSCRIPT_CLOSE_TIMEOUT`: a hung disk must not keep the call (and a
+        drain waiting for it) alive. The writer's own task goes on and writes what it holds if
+        the disk comes back.
+        """
         if self.transcript is not None and self._builder is not None:
             for record in self._builder.call_ended(
                 reason=reason, outcome=outcome, duration_s=duration_s
             ):
                 self.transcript.write(record)
-            await self.transcript.aclose()
+            try:
+                async with asyncio.timeout(TRANSCRIPT_CLOSE_TIMEOUT):
+                    await self.transcript.aclose()
+            except TimeoutError:
+                log.warning(
+                    "transcript.close_timeout",
+                    call_id=self.info.call_id,
+                    pending=self.transcript.pending,
+                    timeout_s=TRANSCRIPT_CLOSE_TIMEOUT,
+                )

@@ -369,6 +369,7 @@ class Call:
         if outcome == "upstream_error":
             self.metrics.upstream_error("ended")
         stats = self.pipeline.stats
+        transcript = self.pipeline.transcript
         log.info(
             "call.ended",
             call_id=self.call_id,
@@ -388,6 +389,8 @@ class Call:
                 "to_browser": self.to_browser.frames_dropped,
                 "to_upstream": self.to_upstream.frames_dropped,
             },
+            # Records a stalled disk made the transcript drop (None: no transcript).
+            transcript_dropped=transcript.dropped if transcript is not None else None,
         )
         summary = CallSummary(
             reason=reason,

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import pytest
 
 from gateway.config import ConfigError
 from gateway.emulator import Emulator, EmulatorCall
-from tests.functional.conftest import GatewayFactory, mint
+from tests.functional.conftest import GatewayFactory, mint, state_of
 from tests.functional.fixtures import sample_tools
 from tests.functional.fixtures.sample_hooks import Recorder
 from tests.support.peer import TestPeer
@@ -315,3 +318,39 @@ class TestTranscripts:
         assert any(r["kind"] == "user" for r in records)
         assert any(r.get("interrupted") or r["kind"] == "assistant_truncated" for r in records)
         assert "sk-" not in path.read_text()
+
+    async def test_a_hung_disk_does_not_keep_the_call_alive(
+        self,
+        make_gateway: GatewayFactory,
+        emulator: Emulator,
+        peers: list[TestPeer],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A transcript write that never returns (a dead mount): the call still ends, the
+        upstream is hung up, and the gateway is free again within the close timeout."""
+        from gateway import pipeline
+
+        monkeypatch.setattr(pipeline, "TRANSCRIPT_CLOSE_TIMEOUT", 0.5)
+        real_write, release = os.write, threading.Event()
+
+        def hung_write(fd: int, data: bytes) -> int:
+            if threading.current_thread() is not threading.main_thread():
+                release.wait(30)  # only the transcript's worker thread writes files here
+            return real_write(fd, data)
+
+        gateway = await make_gateway(transcripts_dir=str(tmp_path))
+        peer = await connect(gateway, peers)
+        monkeypatch.setattr(os, "write", hung_write)
+        try:
+            upstream = the_call(emulator)
+            ended = time.monotonic()
+            await peer.close()
+            for _ in range(100):
+                if not state_of(gateway).calls and upstream.hung_up:
+                    break
+                await asyncio.sleep(0.05)
+            assert not state_of(gateway).calls and upstream.hung_up
+            assert time.monotonic() - ended < 5
+        finally:
+            release.set()
