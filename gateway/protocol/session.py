@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.protocol.events import MAX_NESTING, nesting, too_deep
 
 SESSION_TYPES = ("realtime", "transcription")
 MIN_TTL, MAX_TTL = 10, 7200
@@ -44,6 +45,8 @@ def check_session(session: Any, *, param: str = "session") -> dict[str, Any]:
         return {"type": "realtime"}
     if not isinstance(session, dict):
         raise InvalidRequest(f"'{param}' must be an object.", param=param, code="invalid_type")
+    if nesting(session) > MAX_NESTING:
+        raise too_deep(f"'{param}' object", param)
     kind = session.get("type", "realtime")
     if kind not in SESSION_TYPES:
         raise InvalidRequest(

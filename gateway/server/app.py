@@ -76,11 +76,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app = web.Application(
         middlewares=[
             metrics_middleware,
+            # Outside the others, so CORS refusals, preflights and error bodies get them too.
+            headers_middleware,
             cors_middleware(settings.cors_origins),
-            headers_middleware,  # outside errors_middleware, so error bodies get them too
             errors_middleware,
         ],
         client_max_size=settings.max_sdp_bytes + BODY_SLACK,
+        # Bodies are inflated by gateway.server.body, under its size limit and with errors of
+        # ours; aiohttp's parser would answer a broken deflate stream itself (fuzz F13).
+        handler_args={"auto_decompress": False},
     )
     app[STATE] = state
     app.on_response_prepare.append(shape_bare_errors)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import json
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +285,98 @@ async def test_client_leaving_mid_body_is_not_a_server_error() -> None:
                 assert response.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_compressed_bodies_are_inflated_by_the_gateway(gateway: Client) -> None:
+    """F13: a deflate stream cut short or followed by junk is the gateway's own 400, at once,
+    however the body arrives; whole gzip/deflate bodies (zlib-wrapped or raw) still work."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for coding, body in (
+        ("gzip", gzip.compress(b"{}")),
+        ("deflate", zlib.compress(b"{}")),
+        ("deflate", raw.compress(b"{}") + raw.flush()),
+        ("identity", b"{}"),
+    ):
+        response = await gateway.post(
+            "/v1/realtime/client_secrets",
+            data=body,
+            headers={**headers, "Content-Encoding": coding},
+        )
+        assert response.status == 200, (coding, await response.text())
+    broken = {
+        "cut short": zlib.compress(b"{}")[:-4],
+        "junk after the stream": zlib.compress(b"{}") + b"junk",
+        "not deflate": b"x",
+    }
+    host, port = gateway.server.host, gateway.server.port
+    for name, body in broken.items():
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            (
+                f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
+                f"Content-Encoding: deflate\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)  # headers first, as over any real network
+        writer.write(body)
+        head = await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        await writer.wait_closed()
+        assert head.startswith(b"HTTP/1.1 400 ") and b'"invalid_body"' in head, (name, head)
+    response = await gateway.post(
+        "/v1/realtime/client_secrets", data=b"{}", headers={**headers, "Content-Encoding": "br"}
+    )
+    assert (await shaped(response, 415))["error"]["code"] == "unsupported_content_encoding"
+
+
+async def test_a_compression_bomb_is_refused_by_its_inflated_size(gateway: Client) -> None:
+    """The body limit counts what a compressed body inflates to, not what was sent."""
+    bomb = gzip.compress(b'{"session": {"instructions": "' + b"a" * 10_000_000 + b'"}}')
+    assert len(bomb) < 64 * 1024
+    response = await gateway.post(
+        "/v1/realtime/client_secrets",
+        data=bomb,
+        headers={**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    await shaped(response, 413)
+
+
+async def test_cors_answers_carry_security_headers(make_gateway: GatewayFactory) -> None:
+    """F14: a refused Origin's 403 and a preflight's 204 get the hardening headers too."""
+    client = await make_gateway(cors_origins=("https://app.example",))
+    refused = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+    preflight = await client.options(
+        "/v1/realtime/calls",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert (refused.status, preflight.status) == (403, 204)
+    for response in (refused, preflight):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_deeply_nested_sessions_are_refused_up_front(gateway: Client) -> None:
+    """F15: a session no real client sends (hundreds of levels deep) is a 400 at minting and
+    on a call, not an upstream failure (502) once the call is dialled."""
+    deep = {"type": "realtime", "tools": json.loads("[" * 300 + "]" * 300)}
+    response = await gateway.post(
+        "/v1/realtime/client_secrets", json={"session": deep}, headers=AUTH
+    )
+    body = await shaped(response, 400)
+    assert body["error"]["param"] == "session"
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("sdp", "v=0\r\n")
+    form.add_field("session", json.dumps(deep))
+    response = await gateway.post("/v1/realtime/calls", data=form, headers=AUTH)
+    assert (await shaped(response, 400))["error"]["param"] == "session"
+    nested_tool = {
+        "type": "realtime",
+        "tools": [{"type": "function", "parameters": {"a": [[[1]]]}}],
+    }
+    response = await gateway.post(
+        "/v1/realtime/client_secrets", json={"session": nested_tool}, headers=AUTH
+    )
+    assert response.status == 200

@@ -143,6 +143,12 @@ class TestGaFlow:
         peer.send_raw(b"\x00\x01binary")
         error = await peer.next_event("error")
         assert error["error"]["code"] == "invalid_event"
+        # Nested past the recursion limit, and deep enough to break a copy of it: refused too.
+        for depth in (5000, 400):
+            deep = '{"type": "session.update", "session": {"tools": ' + "[" * depth
+            peer.send_raw(deep + "]" * depth + "}}")
+            error = await peer.next_event("error")
+            assert error["error"]["code"] == "invalid_json", depth
         peer.send({"type": "response.create", "event_id": "evt_after"})
         call = only_call(emulator)
         await call.wait_for_event("response.create")

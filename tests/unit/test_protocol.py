@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gateway.errors import InvalidOffer, InvalidRequest, UpstreamError
-from gateway.protocol.events import encode_event, error_event, parse_event
+from gateway.protocol.events import encode_event, error_event, nesting, parse_event
 from gateway.protocol.sdp import call_id_from_location, inspect_offer
 from gateway.protocol.session import deep_merge, default_session, parse_client_secret_request
 
@@ -164,3 +164,14 @@ class TestAnnounceAddress:
         assert "a=candidate:1 1 udp 2130706431 203.0.113.9 40000 typ host\r\n" in out
         assert "198.51.100.1 5000 typ srflx" in out
         assert announce_address(sdp, "2001:db8::1").count("c=IN IP6 2001:db8::1") == 1
+
+
+class TestNesting:
+    def test_depths(self) -> None:
+        assert [nesting(v) for v in (1, "s", {}, [], {"a": [1, {"b": {}}]})] == [0, 0, 1, 1, 4]
+
+    def test_stops_counting_past_the_limit_without_recursing(self) -> None:
+        deep: list[object] = []
+        for _ in range(100_000):  # far past the recursion limit
+            deep = [deep]
+        assert nesting(deep, limit=10) == 11
