@@ -14,8 +14,9 @@ Two modes, chosen by ``GATEWAY_MEDIA``:
     as the compatibility fallback and the benchmark's baseline.
 
 aiortc has no public hook for encoded frames on the receive side; the forwarder replaces one
-private attribute per receiver (``_RTCRtpReceiver__jitter_buffer``), checked at import against
-aiortc 1.16.0 by :func:`check_aiortc_hooks`.
+private attribute per receiver (``_RTCRtpReceiver__jitter_buffer``) and ends the decoder thread
+aiortc would otherwise keep idle (``_RTCRtpReceiver__decoder_queue``), both checked at startup
+against aiortc 1.16.0 by :func:`check_aiortc_hooks`.
 """
 
 from __future__ import annotations
@@ -39,14 +40,17 @@ QUEUE_FRAMES = 25
 # In order of preference; all three are what OpenAI answers with (protocol.md §3).
 CODEC_PREFERENCE = ("opus", "pcmu", "pcma")
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 
 
 def check_aiortc_hooks() -> None:
-    """Fail loudly if aiortc no longer has the receiver attribute passthrough replaces."""
-    if _JITTER_BUFFER_ATTR not in RTCRtpReceiver.__init__.__code__.co_names:
+    """Fail loudly if aiortc no longer has the receiver attributes passthrough relies on."""
+    names = RTCRtpReceiver.__init__.__code__.co_names
+    missing = [a for a in (_JITTER_BUFFER_ATTR, _DECODER_QUEUE_ATTR) if a not in names]
+    if missing:
         raise RuntimeError(
-            "aiortc's RTCRtpReceiver has no __jitter_buffer any more: the passthrough media path "
-            "was written for aiortc 1.16.0. Set GATEWAY_MEDIA=transcode or pin aiortc."
+            f"aiortc's RTCRtpReceiver has no {', '.join(missing)} any more: the passthrough media "
+            "path was written for aiortc 1.16.0. Set GATEWAY_MEDIA=transcode or pin aiortc."
         )
 
 
@@ -160,6 +164,10 @@ def forward_encoded(receiver: RTCRtpReceiver, sink: RelayTrack, clock_rate: int)
     """Route ``receiver``'s audio, still encoded, into ``sink``. Call before media flows."""
     forwarder = PacketForwarder(sink, clock_rate)
     setattr(receiver, _JITTER_BUFFER_ATTR, forwarder)
+    # aiortc starts a decoder thread per receiver; with nothing to decode, its end-of-stream
+    # marker, queued now, lets it exit as soon as it starts instead of idling for the call.
+    # (receiver.stop() queues another and joins the finished thread.)
+    getattr(receiver, _DECODER_QUEUE_ATTR).put(None)
     return forwarder
 
 
