@@ -99,10 +99,11 @@ async def _run_gateway(settings: Settings) -> None:
     import structlog
 
     from gateway.server.app import create_app, drain
+    from gateway.server.heads import GatewayRunner
 
     log = structlog.get_logger("gateway")
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = GatewayRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

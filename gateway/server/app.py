@@ -22,6 +22,7 @@ from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices
 from gateway.rtc.media import check_aiortc_hooks
 from gateway.server import pages, realtime, sideband
+from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
     cors_middleware,
     errors_middleware,
@@ -73,8 +74,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ip_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
         token_limiter=SlidingWindow(settings.calls_per_minute_per_token),
     )
+    heads = HeadDeadline()
     app = web.Application(
         middlewares=[
+            heads.middleware,
             metrics_middleware,
             # Outside the others, so CORS refusals, preflights and error bodies get them too.
             headers_middleware,
@@ -87,6 +90,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         handler_args={"auto_decompress": False},
     )
     app[STATE] = state
+    app[HEADS] = heads
     app.on_response_prepare.append(shape_bare_errors)
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])

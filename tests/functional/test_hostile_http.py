@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.config import Secret
 from gateway.log import RedactingFilter
 from gateway.server.app import create_app
+from gateway.server.heads import HEADS, GatewayRunner
 from tests.functional.conftest import (
     GATEWAY_KEY,
     GatewayFactory,
@@ -249,7 +250,7 @@ async def test_client_leaving_mid_body_is_not_a_server_error() -> None:
     client left, production lets it finish, and finishing is what this is about.
     """
     settings = gateway_settings("unused", openai_api_key=None)  # its own emulator
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    runner = GatewayRunner(create_app(settings), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -380,3 +381,43 @@ async def test_deeply_nested_sessions_are_refused_up_front(gateway: Client) -> N
         "/v1/realtime/client_secrets", json={"session": nested_tool}, headers=AUTH
     )
     assert response.status == 200
+
+
+async def test_a_head_that_never_ends_is_cut_off() -> None:
+    """F16: a connection that sends no head, or half of one, is closed at the head deadline;
+    a request being handled (its body still arriving) is not."""
+    app = create_app(gateway_settings("unused", openai_api_key=None))
+    app[HEADS].timeout = 0.5
+    runner = GatewayRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        heads = {
+            "nothing": b"",
+            "half a head": b"POST /v1/realtime/calls HTTP/1.1\r\nHost: x\r\n",
+        }
+        for name, head in heads.items():
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(head)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b"", name  # closed, unanswered
+            writer.close()
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            (
+                f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(1.0)  # twice the head deadline, inside the request
+        writer.write(b"{}")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 200 "), status
+        assert app[HEADS].closed == 2
+    finally:
+        await runner.cleanup()
