@@ -6,6 +6,11 @@ tests/functional). Hypothesis runs in a worker thread and talks to it over raw s
 audio and events flowing. After the fuzzing, back on the loop, the live call must still relay
 events both ways, ``/healthz`` must answer, and no call the fuzz opened may be left behind.
 
+Everything logged while the fuzz runs goes through the logging production configures
+(``gateway.log.configure``, at debug level), redaction included, and the oracle scans it: no key,
+no client secret and no unhandled error in any line, stdlib (aiohttp's own, FINDINGS.md F9) or
+structlog.
+
 ``FUZZ_SCALE`` (default 1) multiplies every test's example count, for a longer run by hand:
 ``FUZZ_SCALE=20 pytest tests/fuzz``. Runs are derandomized: the same examples every time.
 """
@@ -13,19 +18,26 @@ events both ways, ``/healthz`` must answer, and no call the fuzz opened may be l
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import os
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
+from structlog.testing import capture_logs
 
+from gateway import log
 from gateway.emulator import Emulator
 from tests.functional.conftest import GATEWAY_KEY, state_of
 from tests.fuzz.oracle import Oracle
@@ -70,6 +82,8 @@ class Target:
     base_offer: str
     statuses: Counter[int] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)  # error codes of JSON errors
+    tokens: list[str] = field(default_factory=list)  # client secrets minted for the fuzz
+    logs: LogScan | None = None  # while fuzzing
 
     @property
     def address(self) -> Address:
@@ -87,6 +101,7 @@ class Target:
             head=probe.head,
             half_close=probe.half_close,
             fragments=probe.fragments,
+            pause=probe.pause,
         )
         if answer is None:
             assert probe.may_go_unanswered, "the connection closed without an answer"
@@ -104,6 +119,8 @@ class Target:
             self.codes[str(answer.json()["error"]["code"])] += 1
         if answer.status == 201 and answer.content_type == "application/sdp":
             self.hang_up(answer)
+        if self.logs is not None:
+            self.logs.check()
         return answer
 
     def hang_up(self, answer: Answer) -> None:
@@ -130,7 +147,9 @@ class Target:
         )
         answer = exchange(self.address, data)
         assert answer is not None and answer.status == 200, answer
-        return str(answer.json()["value"])
+        token = str(answer.json()["value"])
+        self.tokens.append(token)
+        return token
 
     # -- loop side --------------------------------------------------------------------------
 
@@ -150,7 +169,14 @@ class Target:
             if after_each is not None:
                 after_each()
 
-        await asyncio.to_thread(run)
+        with scanned_logs(self.oracle, self.tokens) as logs:
+            self.logs = logs
+            try:
+                await asyncio.to_thread(run)
+                await asyncio.sleep(0.2)  # what the last examples log, a little after answering
+                logs.check()
+            finally:
+                self.logs = None
 
     async def assert_undisturbed(self) -> None:
         """The live call still relays both ways, nothing the fuzz opened is left, all serve."""
@@ -187,6 +213,60 @@ class Target:
         )
         response = await self.client.get("/healthz")
         assert response.status == 200
+
+
+@dataclass
+class LogScan:
+    """What was logged: stdlib lines as production's handler writes them, structlog events as
+    production's processors leave them (before rendering)."""
+
+    oracle: Oracle
+    tokens: list[str]
+    handler: logging.StreamHandler[io.StringIO]
+    events: list[MutableMapping[str, Any]]
+    events_seen: int = 0
+
+    def check(self) -> None:
+        """Judge what was logged since the last check."""
+        with self.handler.lock or contextlib.nullcontext():  # emit() writes on the loop's thread
+            text = self.handler.stream.getvalue()
+            self.handler.stream.seek(0)
+            self.handler.stream.truncate()
+        events = list(self.events)  # appended to on the loop's thread
+        new = text.splitlines() + [
+            json.dumps(event, default=repr) for event in events[self.events_seen :]
+        ]
+        self.events_seen = len(events)
+        self.oracle.check_logs(new, secrets=self.tokens)
+
+
+@contextlib.contextmanager
+def scanned_logs(oracle: Oracle, tokens: list[str]) -> Iterator[LogScan]:
+    """Capture all logging as production writes it, at its most verbose: ``gateway.log.configure``
+    at debug level (the root at DEBUG, aiohttp's access log at WARNING), whose stdlib handler is
+    kept, writing here, and whose structlog processors (all but the renderer) see every event.
+    structlog itself stays configured as the tests have it: loggers cached under production's
+    configuration would escape later tests' ``capture_logs``."""
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    handlers, levels = root.handlers[:], (root.level, access.level)
+    configured = structlog.get_config()
+    try:
+        log.configure("debug", "json", oracle.secrets)
+        (handler,) = root.handlers
+        processors = structlog.get_config()["processors"][:-1]
+    finally:
+        structlog.configure(**configured)
+        root.handlers[:] = handlers
+    assert isinstance(handler, logging.StreamHandler), handler
+    handler.setStream(io.StringIO())
+    root.addHandler(handler)
+    try:
+        with capture_logs(processors=processors) as events:
+            yield LogScan(oracle, tokens, handler, events)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(levels[0])
+        access.setLevel(levels[1])
 
 
 def _event(name: str) -> None:

@@ -6,7 +6,10 @@
   oversized header, broken chunked encoding) before any of our code runs, and only where a test
   sends such framing on purpose;
 * no traceback, no Python exception name, no configured key, nothing from outside ``web/``;
-* a successful body that is not JSON, SDP or metrics is a file of ``web/`` (or a range of one).
+* a successful body that is not JSON, SDP or metrics is a file of ``web/`` (or a range of one);
+* every answer of the gateway's own carries the hardening headers (errors too);
+* no log line, redacted as production redacts it, holds a key or a client secret, and none is
+  an unhandled error (a 500 the client may never have seen).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import builtins
 import inspect
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +49,17 @@ _LEAK = re.compile(
 
 # aiohttp answers framing it cannot parse itself, with text/plain, before any middleware runs.
 PARSER_REJECTION_TYPES = ("text/plain",)
+
+# What gateway.server.middlewares.harden puts on every answer, errors included (FINDINGS.md F12).
+HARDENING = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# Targets aiohttp does not rewrite (no dot segment, no escape) whose answers are the page's.
+_PAGE_TARGET = re.compile(rb"\A(?:/|/static/[A-Za-z0-9_-]+(?:\.[A-Za-z0-9]+)?)\Z")
+# The gateway's catch-all for an exception it did not translate: a 500.
+UNHANDLED_EVENTS = ("http.unhandled_error",)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -85,7 +100,8 @@ class Oracle:
         for secret in self.secrets:
             if secret.encode() in answer.raw:
                 # aiohttp's parser quotes the bytes it refuses; a key the request itself sent
-                # comes back to the sender, which is no leak (the log line is: FINDINGS.md F9).
+                # comes back to the sender, which is no leak (its log line is redacted, and the
+                # harness hands every log line to check_logs: FINDINGS.md F9).
                 echo = self.is_parser_rejection(answer) and secret.encode() in request
                 assert echo, f"a configured key leaked: {answer!r}"
         for snippet in self.outside:
@@ -94,6 +110,8 @@ class Oracle:
             self._check_error(answer, head=head, parser_may_reject=parser_may_reject)
         else:
             self._check_success(answer, head=head)
+        if not self.is_parser_rejection(answer) and answer.status != 101:
+            self._check_hardened(answer, request)
         if not self._is_web_file(answer):
             for leak in _LEAK.finditer(answer.raw):
                 assert leak.group(0) in request, f"{leak.group(0)!r} in an answer: {answer!r}"
@@ -109,6 +127,29 @@ class Oracle:
             assert b'{"error": {"message": '.startswith(answer.body[:22]), repr(answer)
             return
         assert_openai_error(answer)
+
+    @staticmethod
+    def _check_hardened(answer: Answer, request: bytes) -> None:
+        """The hardening headers, on errors as on successes (FINDINGS.md F12); the page's
+        policy on the page's answers. (A 101 is prepared by the WebSocket before any
+        middleware returns; aiohttp's parser refusals never reach the application.)"""
+        for name, value in HARDENING.items():
+            assert answer.header(name) == value, f"{name} missing: {answer!r} {answer.headers}"
+        assert answer.header("Cache-Control"), f"no Cache-Control: {answer!r} {answer.headers}"
+        method, _, rest = request.partition(b" ")
+        target = rest.split(b" ", 1)[0]
+        # (CONNECT's target is an authority, not a path: "/" there is no page.)
+        if method != b"CONNECT" and _PAGE_TARGET.match(target.split(b"?", 1)[0]):
+            assert answer.header("Content-Security-Policy"), f"no CSP: {answer!r}"
+
+    def check_logs(self, lines: Sequence[str], *, secrets: Iterable[str] = ()) -> None:
+        """Log lines as production writes them: no configured key, no client secret (``secrets``:
+        the ones minted for the fuzz), no unhandled error."""
+        for line in lines:
+            for secret in (*self.secrets, *secrets):
+                assert secret not in line, f"a key in the logs: {line[:2000]}"
+            for event in UNHANDLED_EVENTS:
+                assert event not in line, f"an unhandled error in the logs: {line[:4000]}"
 
     def _check_success(self, answer: Answer, *, head: bool) -> None:
         kind = answer.content_type

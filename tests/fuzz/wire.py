@@ -160,6 +160,7 @@ def exchange(
     timeout: float = 10.0,
     half_close: bool = False,
     fragments: Sequence[int] = (),
+    pause: float = 0.001,
 ) -> Answer | None:
     """Send ``data`` and return the first complete answer, or None if the server closed the
     connection without one. Raises TimeoutError if neither happens within ``timeout`` seconds.
@@ -167,7 +168,8 @@ def exchange(
     Sending stops as soon as the server starts answering (it has decided; a 413 need not wait
     for the rest of a huge body). ``half_close`` shuts our side down after the last byte, the
     way a client that will send nothing more does. ``fragments`` are offsets at which the bytes
-    are split into separate writes, so the server's parser sees them in pieces.
+    are split into separate writes, ``pause`` seconds apart, so the server's parser sees them
+    in pieces.
     """
     deadline = time.monotonic() + timeout
     cuts = sorted({c for c in fragments if 0 < c < len(data)})
@@ -197,7 +199,7 @@ def exchange(
                 if sent >= end:
                     piece += 1
                     if piece < len(bounds):
-                        time.sleep(0.001)  # let the fragment arrive on its own
+                        time.sleep(pause)  # let the fragment arrive on its own
                     elif half_close:
                         sock.shutdown(socket.SHUT_WR)
             if readable:
