@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.emulator.vad import VadConfig
 from gateway.errors import InvalidRequest
+from gateway.protocol.events import MAX_NESTING, nesting, too_deep
 
 Session = dict[str, Any]
 
@@ -115,6 +116,8 @@ def check_session_type(session: Any, *, param: str) -> Session:
             code="invalid_value",
             param=f"{param}.type",
         )
+    if nesting(session) > MAX_NESTING:  # merge() copies it recursively
+        raise too_deep(f"'{param}' object", param)
     return session
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.emulator.session import check_session_type
 from gateway.errors import InvalidRequest, UnsupportedMediaType
+from gateway.protocol.events import too_deep
 
 
 @dataclass(frozen=True)
@@ -77,5 +78,7 @@ def _multipart(content_type: str, body: bytes) -> CallRequest:
             raise InvalidRequest(
                 "The 'session' part is not valid JSON.", code="invalid_json", param="session"
             ) from None
+        except RecursionError:
+            raise too_deep("'session' object", "session") from None
         session = check_session_type(decoded, param="session")
     return CallRequest("multipart", _text(parts["sdp"], "sdp"), session)

@@ -113,6 +113,18 @@ class TestCreateCall:
         assert result.call_id is None
         assert running.emulator.calls == {}
 
+    async def test_a_session_nested_too_deep_is_a_400_not_a_500(
+        self, peer: TestPeer, http: aiohttp.ClientSession, running: Running
+    ) -> None:
+        deep: list[object] = []
+        for _ in range(500):  # deep enough to break the emulator's recursive merge
+            deep = [deep]
+        result = await peer.connect(
+            http, running.calls_url, TOKEN, multipart_session={"type": "realtime", "tools": deep}
+        )
+        assert result.status == 400 and "nested too deeply" in result.body
+        assert running.emulator.calls == {}
+
 
 class TestErrors:
     @pytest.mark.parametrize(
