@@ -38,6 +38,15 @@ _HTTP_CODES = {
 }
 
 
+def http_error(request: web.BaseRequest, status: int, reason: str) -> GatewayError:
+    """The OpenAI-shaped error for an HTTP status aiohttp decided (404, 405, 413, 417…)."""
+    code, template = _HTTP_CODES.get(status, ("http_error", "{reason}."))
+    message = template.format(method=request.method, path=request.path, reason=reason)
+    error = GatewayError(message, code=code, status=status)
+    error.type = "invalid_request_error" if status < 500 else "server_error"
+    return error
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as ``{"error": {message, type, code, param}}``; never a traceback."""
@@ -65,11 +74,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code, template = _HTTP_CODES.get(exc.status, ("http_error", "{reason}."))
-        message = template.format(method=request.method, path=request.path, reason=exc.reason)
-        err = GatewayError(message, code=code, status=exc.status)
-        err.type = "invalid_request_error" if exc.status < 500 else "server_error"
-        response = error_response(err)
+        response = error_response(http_error(request, exc.status, exc.reason))
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -173,10 +178,7 @@ async def shape_bare_errors(request: web.BaseRequest, response: web.StreamRespon
         or response.content_type == "application/json"
     ):
         return
-    code, template = _HTTP_CODES.get(response.status, ("http_error", "{reason}."))
-    message = template.format(method=request.method, path=request.path, reason=response.reason)
-    error = GatewayError(message, code=code, status=response.status)
-    error.type = "invalid_request_error" if response.status < 500 else "server_error"
+    error = http_error(request, response.status, response.reason)
     body = json.dumps(error.to_body()).encode()
     response.body = body
     # The hook runs after aiohttp has counted the old body, just before the headers go out.
