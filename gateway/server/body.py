@@ -44,28 +44,25 @@ def content_coding(request: web.BaseRequest) -> str | None:
 
 
 class _Inflater:
-    """Inflates a gzip or deflate body as it arrives, never past ``limit`` bytes of output, and
-    insists the stream ends exactly where the body does (aiohttp's parser, which would otherwise
-    do this, answers a broken stream itself, outside our error handling: fuzz F13)."""
+    """Inflates a gzip or deflate body as it arrives, and insists the stream ends exactly where
+    the body does (aiohttp's parser, which would otherwise do this, answers a broken stream
+    itself, outside our error handling: fuzz F13)."""
 
-    def __init__(self, coding: str, limit: int) -> None:
+    def __init__(self, coding: str) -> None:
         self._coding = coding
-        self._limit = limit
-        self._out = 0
         self._zlib: Any = None
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        """What ``chunk`` inflates to, cut at ``room + 1`` bytes: more than ``room`` is already
+        too much, and a bomb must not be inflated further to find out by how much."""
         if self._zlib is None:
             self._zlib = zlib.decompressobj(self._wbits(chunk))
         if self._zlib.eof:
             raise self._broken()
         try:
-            out: bytes = self._zlib.decompress(chunk, self._limit - self._out + 1)
+            out: bytes = self._zlib.decompress(chunk, room + 1)
         except zlib.error:
             raise self._broken() from None
-        self._out += len(out)
-        if self._out > self._limit or self._zlib.unconsumed_tail:
-            raise _too_large(self._limit)
         if self._zlib.unused_data:
             raise self._broken()
         return out
@@ -89,7 +86,7 @@ class _Inflater:
 
 async def _read_limited(stream: Any, limit: int, coding: str | None = None) -> bytes:
     """At most ``limit`` bytes of body, inflated first if ``coding`` says so."""
-    inflater = _Inflater(coding, limit) if coding else None
+    inflater = _Inflater(coding) if coding else None
     chunks: list[bytes] = []
     size = received = 0
     try:
@@ -107,7 +104,7 @@ async def _read_limited(stream: Any, limit: int, coding: str | None = None) -> b
                 if received > limit:
                     raise _too_large(limit)
                 if inflater is not None:
-                    chunk = inflater.feed(chunk)
+                    chunk = inflater.feed(chunk, limit - size)
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
