@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from gateway.errors import InvalidRequest
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
+from gateway.protocol.paths import MISSING, get_path
 
 Event = dict[str, Any]
 
@@ -55,8 +56,6 @@ RULES: Final = (
 _RESPONSE_OVERRIDES: Final = frozenset(
     {"instructions", "tools", "tool_choice", "output_modalities", "max_output_tokens", "audio"}
 )
-
-_MISSING: Final = object()
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class ClientPolicy:
         self._locked = tuple(
             path
             for path in (tuple(p.split(".")) for p in config.locked_session_fields)
-            if server_session is None or _get(server_session, path) is not _MISSING
+            if server_session is None or get_path(server_session, path) is not MISSING
         )
         self._response_locked = tuple(p for p in self._locked if p[0] in _RESPONSE_OVERRIDES)
         self._locks_instructions = ("instructions",) in self._locked
@@ -221,14 +220,14 @@ class ClientPolicy:
         current_session: Mapping[str, Any],
     ) -> Decision:
         body = event.get(key)
-        found = [p for p in paths if isinstance(body, Mapping) and _get(body, p) is not _MISSING]
+        found = [p for p in paths if isinstance(body, Mapping) and get_path(body, p) is not MISSING]
         if not found:
             return Decision(event)
         rewritten = copy.deepcopy(event)
         changed: list[str] = []
         for path in found:
             removed = _pop(rewritten[key], path)
-            if removed is not _MISSING and removed != _get(current_session, path):
+            if removed is not MISSING and removed != get_path(current_session, path):
                 changed.append(".".join((key, *path)))
         violation = None
         if changed:
@@ -265,23 +264,15 @@ def _refuse(rule: str, message: str, param: str | None = None) -> Decision:
     return Decision(None, Violation(rule, message, param))
 
 
-def _get(node: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 def _pop(node: dict[str, Any], path: tuple[str, ...]) -> Any:
     """Remove ``path`` from ``node``, and any parent it leaves empty (``node`` itself stays)."""
     head, rest = path[0], path[1:]
     if not rest:
-        return node.pop(head, _MISSING)
+        return node.pop(head, MISSING)
     child = node.get(head)
     if not isinstance(child, dict):
-        return _MISSING
+        return MISSING
     removed = _pop(child, rest)
-    if removed is not _MISSING and not child:
+    if removed is not MISSING and not child:
         del node[head]
     return removed

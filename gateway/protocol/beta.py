@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
+from gateway.protocol.paths import MISSING, get_path
+
 Event = dict[str, Any]
 
 BETA_RENAMES: Final[Mapping[str, str]] = MappingProxyType(
@@ -39,7 +41,6 @@ BETA_RENAMES: Final[Mapping[str, str]] = MappingProxyType(
 # as well would show clients a second copy of every item (renamed) or a stray event (unrenamed).
 _DROPPED_SERVER_EVENTS: Final = frozenset({"conversation.item.done"})
 
-_MISSING: Final = object()
 
 # Beta pcm16 is 24 kHz mono, the only rate GA audio/pcm allows.
 _FORMAT_TO_GA: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
@@ -134,14 +135,6 @@ _SESSION_FIELDS: Final = (
 _BETA_DEFAULT_TEMPERATURE: Final = 0.8
 
 
-def _get(node: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return _MISSING
-        node = node[key]
-    return node
-
-
 def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node = target
     for key in path[:-1]:
@@ -176,8 +169,8 @@ def session_to_beta(ga: Mapping[str, Any]) -> dict[str, Any]:
         beta["id"] = ga["id"]
     beta["object"] = "realtime.session"
     for field in _SESSION_FIELDS:
-        value = _get(ga, field.ga_path)
-        if value is not _MISSING:
+        value = get_path(ga, field.ga_path)
+        if value is not MISSING:
             beta[field.beta] = field.to_beta(value)
     beta["temperature"] = _BETA_DEFAULT_TEMPERATURE
     return beta
@@ -186,7 +179,7 @@ def session_to_beta(ga: Mapping[str, Any]) -> dict[str, Any]:
 def client_secret_request_from_beta(body: Mapping[str, Any]) -> dict[str, Any]:
     """A beta ``POST /v1/realtime/sessions`` body → a GA ``/v1/realtime/client_secrets`` body."""
     request: dict[str, Any] = {"session": session_from_beta(body)}
-    expires_after = _get(body, ("client_secret", "expires_after"))
+    expires_after = get_path(body, ("client_secret", "expires_after"))
     if isinstance(expires_after, Mapping):
         request["expires_after"] = copy.deepcopy(dict(expires_after))
     return request
@@ -250,7 +243,7 @@ def _response_params_to_ga(response: dict[str, Any]) -> None:
 def _response_to_beta(response: dict[str, Any]) -> None:
     if "output_modalities" in response:
         response["modalities"] = _modalities_to_beta(response.pop("output_modalities"))
-    audio_output = _get(response.pop("audio", None), ("output",))
+    audio_output = get_path(response.pop("audio", None), ("output",))
     if isinstance(audio_output, Mapping):
         if "voice" in audio_output:
             response["voice"] = audio_output["voice"]
