@@ -16,18 +16,18 @@ head is complete from :meth:`HeadDeadline.middleware`, the outermost middleware.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from gateway.server.middlewares import Handler
+
 log = structlog.get_logger(__name__)
 
 # What Go servers commonly set as ReadHeaderTimeout, and generous: browsers send a head at once.
 HEAD_TIMEOUT = 20.0
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HeadDeadline:

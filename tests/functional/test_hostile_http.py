@@ -4,11 +4,13 @@ key into the logs, or hung, before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
 import logging
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,36 @@ UNANSWERABLE = {
     + APP
     + ICE,
 }
+
+
+def secrets_head(host: str, *headers: str) -> bytes:
+    """The head of a raw ``POST /v1/realtime/client_secrets`` with the gateway key, JSON."""
+    lines = (
+        "POST /v1/realtime/client_secrets HTTP/1.1",
+        f"Host: {host}",
+        f"Authorization: Bearer {GATEWAY_KEY}",
+        "Content-Type: application/json",
+        *headers,
+    )
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def cli_app() -> web.Application:
+    return create_app(gateway_settings("unused", openai_api_key=None))  # its own emulator
+
+
+@contextlib.asynccontextmanager
+async def served_as_the_cli_serves(app: web.Application) -> AsyncIterator[tuple[str, int]]:
+    """``app`` on loopback as ``realtime-gateway serve`` runs it: aiohttp's test server cancels a
+    handler whose client left (production lets it finish) and has no head deadline."""
+    runner = GatewayRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield host, port
+    finally:
+        await runner.cleanup()
 
 
 async def shaped(response: Any, status: int) -> dict[str, Any]:
@@ -249,21 +281,11 @@ async def test_client_leaving_mid_body_is_not_a_server_error() -> None:
     Served as ``realtime-gateway serve`` does: aiohttp's test server cancels a handler whose
     client left, production lets it finish, and finishing is what this is about.
     """
-    settings = gateway_settings("unused", openai_api_key=None)  # its own emulator
-    runner = GatewayRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+    async with served_as_the_cli_serves(cli_app()) as (host, port):
         for _ in range(3):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(
-                (
-                    f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
-                    f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
-                    'Content-Length: 5000\r\n\r\n{"session": {"instructions": "'
-                ).encode()
+                secrets_head(host, "Content-Length: 5000") + b'{"session": {"instructions": "'
             )
             await writer.drain()
             await asyncio.sleep(0.1)  # the handler is reading the body now
@@ -284,8 +306,6 @@ async def test_client_leaving_mid_body_is_not_a_server_error() -> None:
             ]
             async with http.post("/v1/realtime/client_secrets", json={}, headers=AUTH) as response:
                 assert response.status == 200
-    finally:
-        await runner.cleanup()
 
 
 async def test_compressed_bodies_are_inflated_by_the_gateway(gateway: Client) -> None:
@@ -314,11 +334,7 @@ async def test_compressed_bodies_are_inflated_by_the_gateway(gateway: Client) ->
     for name, body in broken.items():
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(
-            (
-                f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
-                f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
-                f"Content-Encoding: deflate\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode()
+            secrets_head(host, "Content-Encoding: deflate", f"Content-Length: {len(body)}")
         )
         await writer.drain()
         await asyncio.sleep(0.1)  # headers first, as over any real network
@@ -386,14 +402,9 @@ async def test_deeply_nested_sessions_are_refused_up_front(gateway: Client) -> N
 async def test_a_head_that_never_ends_is_cut_off() -> None:
     """F16: a connection that sends no head, or half of one, is closed at the head deadline;
     a request being handled (its body still arriving) is not."""
-    app = create_app(gateway_settings("unused", openai_api_key=None))
+    app = cli_app()
     app[HEADS].timeout = 0.5
-    runner = GatewayRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+    async with served_as_the_cli_serves(app) as (host, port):
         heads = {
             "nothing": b"",
             "half a head": b"POST /v1/realtime/calls HTTP/1.1\r\nHost: x\r\n",
@@ -405,13 +416,7 @@ async def test_a_head_that_never_ends_is_cut_off() -> None:
             assert await asyncio.wait_for(reader.read(), 5) == b"", name  # closed, unanswered
             writer.close()
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(
-            (
-                f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: {host}\r\n"
-                f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json\r\n"
-                "Content-Length: 2\r\n\r\n"
-            ).encode()
-        )
+        writer.write(secrets_head(host, "Content-Length: 2"))
         await writer.drain()
         await asyncio.sleep(1.0)  # twice the head deadline, inside the request
         writer.write(b"{}")
@@ -419,5 +424,3 @@ async def test_a_head_that_never_ends_is_cut_off() -> None:
         writer.close()
         assert status.startswith(b"HTTP/1.1 200 "), status
         assert app[HEADS].closed == 2
-    finally:
-        await runner.cleanup()
