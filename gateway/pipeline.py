@@ -4,11 +4,18 @@ Browser → upstream: parse (malformed → ``error`` event) → beta→GA transl
 → ``error`` event, or rewrite) → ``on_client_event`` hook → server-tool merge → sent.
 Upstream → browser: parse → metrics and usage → transcript → server-tool interception → hook →
 GA→beta translation → sent. An event nothing changed leaves as the exact bytes that came in.
+
+A refused client event is answered with an ``error`` event and logged once
+(``call.client_event_rejected``); a policy rewrite that changed something is logged as
+``policy.violation``. Both lines go through one :class:`LogThrottle` per call, so a browser that
+floods refused events cannot flood the logs; the metrics and the call's stats still count
+every one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +27,14 @@ from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics, tokens_by_kind
 from gateway.policy import ClientPolicy
 from gateway.protocol import beta
-from gateway.protocol.events import client_event_id, encode_event, error_event, parse_event
+from gateway.protocol.catalog import label_for
+from gateway.protocol.events import (
+    client_event_id,
+    encode_event,
+    error_event,
+    parse_client_event,
+    parse_event,
+)
 from gateway.toolcalls import ServerCall, ToolCoordinator
 from gateway.tools import ToolResult
 from gateway.transcripts import TranscriptBuilder, TranscriptWriter
@@ -32,6 +46,44 @@ TRANSCRIPT_CLOSE_TIMEOUT = 5.0
 
 Message = str | bytes
 Event = dict[str, Any]
+
+
+class LogThrottle:
+    """Whether the next line of a call may be logged: ``burst`` lines at once, then one per
+    ``interval`` seconds (a token bucket). Counts the lines it holds back."""
+
+    def __init__(
+        self,
+        burst: int = 5,
+        interval: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1 or not interval > 0:
+            raise ValueError(
+                f"'burst' must be at least 1 and 'interval' positive (got {burst}, {interval})"
+            )
+        self._burst = burst
+        self._interval = interval
+        self._clock = clock
+        self._tokens = float(burst)
+        self._refilled_at = clock()
+        self.suppressed = 0
+        """Lines held back since the last one let through."""
+
+    def take(self) -> int | None:
+        """The count suppressed before this line if it may be logged (and the count restarts),
+        or ``None`` if it is held back."""
+        now = self._clock()
+        elapsed = max(0.0, now - self._refilled_at)
+        self._refilled_at = max(self._refilled_at, now)
+        self._tokens = min(float(self._burst), self._tokens + elapsed / self._interval)
+        if self._tokens >= 1.0 - 1e-9:  # float time deltas must not lose a whole token
+            self._tokens = max(0.0, self._tokens - 1.0)
+            suppressed, self.suppressed = self.suppressed, 0
+            return suppressed
+        self.suppressed += 1
+        return None
 
 
 @dataclass
@@ -59,6 +111,7 @@ class EventPipeline:
         tools: ToolCoordinator | None,
         transcript: TranscriptWriter | None,
         to_browser: Callable[[Message], None],
+        log_throttle: LogThrottle | None = None,
     ) -> None:
         self.info = info
         self._beta = dialect == "beta"
@@ -70,6 +123,7 @@ class EventPipeline:
         self._builder = TranscriptBuilder() if transcript is not None else None
         self._to_browser = to_browser
         self.stats = PipelineStats()
+        self._log_throttle = log_throttle or LogThrottle()
         # The session as the upstream last reported it: what locked fields are compared with.
         self.session: dict[str, Any] = dict(info.session)
 
@@ -84,7 +138,7 @@ class EventPipeline:
         """
         self.stats.client_events += 1
         try:
-            event = parse_event(message)
+            event = parse_client_event(message)
         except GatewayError as exc:
             self.reject(exc, None, reply)
             return None
@@ -96,16 +150,18 @@ class EventPipeline:
         if decision.violation is not None:
             self.stats.policy_violations += 1
             self._metrics.policy_violation(decision.violation.rule)
-            log.info(
-                "policy.violation",
-                call_id=self.info.call_id,
-                rule=decision.violation.rule,
-                rewritten=decision.event is not None,
-            )
         if decision.event is None:
             assert decision.violation is not None
             self.reject(decision.violation.to_error(), event, reply)
             return None
+        if decision.violation is not None and (suppressed := self._log_throttle.take()) is not None:
+            log.info(
+                "policy.violation",
+                call_id=self.info.call_id,
+                rule=decision.violation.rule,
+                rewritten=True,
+                suppressed=suppressed,
+            )
         event = decision.event
         if self._hooks.wants_client_events:
             hooked = await self._hooks.client_event(self.info, event)
@@ -173,7 +229,16 @@ class EventPipeline:
     ) -> None:
         """Answer a refused client event with an OpenAI-shaped ``error`` event."""
         self.stats.client_errors += 1
-        log.info("call.client_event_rejected", call_id=self.info.call_id, code=error.code)
+        if (suppressed := self._log_throttle.take()) is not None:
+            kind = event.get("type") if event is not None else None
+            log.info(
+                "call.client_event_rejected",
+                call_id=self.info.call_id,
+                code=error.code,
+                # Bounded: the type is the browser's to choose, and could be any length.
+                event_type=label_for(kind) if isinstance(kind, str) else None,
+                suppressed=suppressed,
+            )
         echo = client_event_id(event) if event is not None else None
         (reply or self._to_browser)(encode_event(error_event(error, client_event_id=echo)))
 

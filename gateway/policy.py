@@ -24,9 +24,20 @@ A locked field also covers the per-response override of the same name in ``respo
 The decision names the removal as a ``locked_field`` violation only when a removed value differs
 from the call's current session, so an SDK echoing the session it was given stays silent.
 
-While ``instructions`` is locked, a ``system``-role message is refused, whether added to the
-conversation (``conversation.item.create``) or given as one response's input
-(``response.create``'s ``response.input``): it would override the instructions in all but name.
+While ``instructions`` is locked, what would replace them in all but name is held to the lock too:
+
+* ``prompt`` (a stored prompt reference, ``{id, version, variables}``, that brings its own
+  instructions) is removed from ``session.update`` and ``response.create`` like a locked field;
+* a message whose role is ``system`` or ``developer`` (in any letter case) is refused, whether
+  added to the conversation (``conversation.item.create``) or given as one response's input
+  (``response.create``'s ``response.input``);
+* ``transcription_session.update`` — a beta event with no GA form on a realtime call, passed on
+  as is because an upstream may still accept it — is held to every lock of ``session.update``:
+  its ``session`` loses each locked field, under its GA path and under its flat beta name
+  (``voice`` for ``audio.output.voice``), and ``prompt`` with ``instructions``. Stripped rather
+  than refused, like ``session.update``; every removal is reported, since no SDK echoes a session
+  in it. (``input_audio_transcription.prompt`` stays: it guides the transcription model, not the
+  assistant, as ``audio.input.transcription.prompt`` does in ``session.update``.)
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.errors import InvalidRequest
+from gateway.protocol.beta import beta_session_paths
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.protocol.paths import MISSING, get_path
 
@@ -54,8 +66,23 @@ RULES: Final = (
 
 # Session fields that response.create may also set for one response (protocol.md §4.1).
 _RESPONSE_OVERRIDES: Final = frozenset(
-    {"instructions", "tools", "tool_choice", "output_modalities", "max_output_tokens", "audio"}
+    {
+        "instructions",
+        "prompt",
+        "tools",
+        "tool_choice",
+        "output_modalities",
+        "max_output_tokens",
+        "audio",
+    }
 )
+
+# A stored prompt carries instructions of its own: a lock on instructions covers it.
+_PROMPT: Final = ("prompt",)
+
+# Message roles that speak with the instructions' authority (OpenAI accepts ``developer`` as a
+# system-like role, and does not insist on lower case).
+_SYSTEM_ROLES: Final = frozenset({"system", "developer"})
 
 
 @dataclass(frozen=True)
@@ -141,8 +168,13 @@ class ClientPolicy:
             for path in (tuple(p.split(".")) for p in config.locked_session_fields)
             if server_session is None or get_path(server_session, path) is not MISSING
         )
-        self._response_locked = tuple(p for p in self._locked if p[0] in _RESPONSE_OVERRIDES)
         self._locks_instructions = ("instructions",) in self._locked
+        if self._locks_instructions and _PROMPT not in self._locked:
+            self._locked += (_PROMPT,)
+        self._response_locked = tuple(p for p in self._locked if p[0] in _RESPONSE_OVERRIDES)
+        self._transcription_locked = self._locked + tuple(
+            beta for path in self._locked for beta in beta_session_paths(path)
+        )
 
     def check(self, event: Event, size: int, *, current_session: Mapping[str, Any]) -> Decision:
         """Decide one client event; ``size`` is its encoded length in bytes, as received."""
@@ -172,8 +204,8 @@ class ClientPolicy:
         if self._locks_instructions and (system := _system_item(kind, event)) is not None:
             return _refuse(
                 "locked_field",
-                "This gateway does not let clients add system messages: the session's "
-                "instructions are set by the server.",
+                "This gateway does not let clients add system or developer messages: the "
+                "session's instructions are set by the server.",
                 system,
             )
         if kind == "response.create":
@@ -187,6 +219,8 @@ class ClientPolicy:
             return self._strip(event, "response", self._response_locked, current_session)
         if kind == "session.update":
             return self._strip(event, "session", self._locked, current_session)
+        if kind == "transcription_session.update":
+            return self._strip(event, "session", self._transcription_locked, None)
         return Decision(event)
 
     # -- rates --------------------------------------------------------------------------------
@@ -217,8 +251,10 @@ class ClientPolicy:
         event: Event,
         key: str,
         paths: tuple[tuple[str, ...], ...],
-        current_session: Mapping[str, Any],
+        current_session: Mapping[str, Any] | None,
     ) -> Decision:
+        """Remove ``paths`` from ``event[key]``; without a ``current_session`` to compare with,
+        every removal is reported."""
         body = event.get(key)
         found = [p for p in paths if isinstance(body, Mapping) and get_path(body, p) is not MISSING]
         if not found:
@@ -227,7 +263,9 @@ class ClientPolicy:
         changed: list[str] = []
         for path in found:
             removed = _pop(rewritten[key], path)
-            if removed is not MISSING and removed != get_path(current_session, path):
+            if removed is MISSING:
+                continue  # under a field an earlier path already removed
+            if current_session is None or removed != get_path(current_session, path):
                 changed.append(".".join((key, *path)))
         violation = None
         if changed:
@@ -243,7 +281,7 @@ class ClientPolicy:
 
 
 def _system_item(kind: str, event: Event) -> str | None:
-    """Where ``event`` carries a system-role message (its ``param``), or ``None``."""
+    """Where ``event`` carries a system-like message (its ``param``), or ``None``."""
     if kind == "conversation.item.create":
         return "item.role" if _is_system(event.get("item")) else None
     if kind == "response.create":
@@ -257,7 +295,8 @@ def _system_item(kind: str, event: Event) -> str | None:
 
 
 def _is_system(item: Any) -> bool:
-    return isinstance(item, Mapping) and item.get("role") == "system"
+    role = item.get("role") if isinstance(item, Mapping) else None
+    return isinstance(role, str) and role.lower() in _SYSTEM_ROLES
 
 
 def _refuse(rule: str, message: str, param: str | None = None) -> Decision:

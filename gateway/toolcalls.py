@@ -14,6 +14,21 @@ When a response with server calls is done and every call has finished, the outpu
 as ``function_call_output`` items followed by one ``response.create`` — sent only while no
 response is active, and sent again after the next ``response.done`` if the upstream still says
 ``conversation_already_has_active_response``.
+
+Hidden items stay hidden: the ``function_call`` items of server tools and the
+``function_call_output`` items that answer them.
+
+* Their ids never reach the browser: a server event whose ``previous_item_id`` names one gets
+  the nearest visible item before it instead (``null`` if there is none, or if the hidden item's
+  own predecessor was never seen).
+* A browser event that names one is refused exactly as the upstream refuses an item that does
+  not exist (``item_not_found``): ``conversation.item.retrieve``/``delete``/``truncate``, a
+  ``conversation.item.create`` after it, a ``response.create`` whose ``response.input`` (or a
+  content part in it) references it.
+* The browser cannot forge them either: a ``function_call`` item named like a server tool, or one
+  reusing a server call's ``call_id``, and a ``function_call_output`` for a server call, are
+  refused (``tool_name_reserved``, ``tool_call_reserved``), in ``conversation.item.create`` and
+  in ``response.create``'s ``response.input``.
 """
 
 from __future__ import annotations
@@ -21,12 +36,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 from gateway.errors import InvalidRequest
 from gateway.protocol.events import new_event_id
+from gateway.protocol.paths import MISSING
 from gateway.tools import Tool, ToolRegistry, ToolResult, run_tool
 
 log = structlog.get_logger(__name__)
@@ -51,7 +67,7 @@ def merge_tools(requested: Any, server: list[dict[str, Any]]) -> list[Any]:
     server_names = {t["name"] for t in server}
     for entry in browser:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if name in server_names:
+        if isinstance(name, str) and name in server_names:
             raise InvalidRequest(
                 f"The tool name '{name}' is reserved by this gateway's server-side tools; "
                 "rename the browser tool.",
@@ -75,6 +91,9 @@ class ToolCoordinator:
         self._run: Runner = runner or (lambda tool, args: run_tool(tool, args))
         self._on_result = on_result
         self._hidden_items: set[str] = set()
+        # What came before each hidden item, as the upstream said: how a visible item that
+        # follows one finds its visible predecessor.
+        self._previous: dict[str, str | None] = {}
         self._calls: dict[str, ServerCall] = {}
         self._ours: set[str] = set()  # event_ids of the events we inject
         self._active_response: str | None = None
@@ -91,12 +110,28 @@ class ToolCoordinator:
     # -- client → upstream --------------------------------------------------------------------
 
     def client_event(self, event: Event) -> Event:
-        """Merge server tools into a browser's tool list; raises InvalidRequest on a clash."""
+        """Merge server tools into a browser's tool list; raises InvalidRequest on a clash, or
+        when the event names a hidden item or forges a server tool's item."""
         kind = event.get("type")
+        if kind in _ITEM_ID_EVENTS:
+            self._check_reference(event.get("item_id"), "item_id")
+            return event
+        if kind == "conversation.item.create":
+            self._check_reference(event.get("previous_item_id"), "previous_item_id")
+            self._check_item(event.get("item"), "item")
+            return event
         if kind == "session.update":
             key = "session"
         elif kind == "response.create":
             key = "response"
+            response = event.get("response")
+            items = response.get("input") if isinstance(response, dict) else None
+            if isinstance(items, list):
+                for index, item in enumerate(items):
+                    where = f"response.input[{index}]"
+                    if isinstance(item, dict):
+                        self._check_reference(item.get("id"), f"{where}.id")
+                    self._check_item(item, where)
         else:
             return event
         body = event.get(key)
@@ -105,13 +140,77 @@ class ToolCoordinator:
         merged = merge_tools(body["tools"], self.definitions())
         return {**event, key: {**body, "tools": merged}}
 
+    def _check_reference(self, item_id: Any, param: str) -> None:
+        if self._is_hidden(item_id):
+            # Word for word what the upstream answers for an item it does not have.
+            raise InvalidRequest(
+                f"Item with item_id not found: {item_id}.", code="item_not_found", param=param
+            )
+
+    def _check_item(self, item: Any, where: str) -> None:
+        """Refuse a browser item that names a hidden item or passes for a server tool's."""
+        if not isinstance(item, dict):
+            return
+        content = item.get("content")
+        if isinstance(content, list):
+            for index, part in enumerate(content):
+                if isinstance(part, dict) and part.get("type") == "item_reference":
+                    self._check_reference(part.get("id"), f"{where}.content[{index}].id")
+        kind = item.get("type")
+        if kind not in ("function_call", "function_call_output"):
+            return
+        name, call_id = item.get("name"), item.get("call_id")
+        if kind == "function_call" and isinstance(name, str) and name in self._registry:
+            raise InvalidRequest(
+                f"The tool name '{name}' is reserved by this gateway's server-side tools; "
+                "a client may not add calls to it.",
+                code="tool_name_reserved",
+                param=f"{where}.name",
+            )
+        if isinstance(call_id, str) and call_id in self._calls:
+            raise InvalidRequest(
+                f"The call_id '{call_id}' belongs to a call of this gateway's server-side "
+                "tools; a client may not add items to it.",
+                code="tool_call_reserved",
+                param=f"{where}.call_id",
+            )
+
     # -- upstream → client --------------------------------------------------------------------
 
     def server_event(self, event: Event) -> Event | None:
         """The event as the browser should see it, or None to hide it."""
         kind = event.get("type")
         handler = _SERVER_HANDLERS.get(kind) if isinstance(kind, str) else None
-        return handler(self, event) if handler else event
+        shown = handler(self, event) if handler else event
+        previous = shown.get("previous_item_id") if shown is not None else None
+        if shown is not None and isinstance(previous, str) and previous in self._hidden_items:
+            return {**shown, "previous_item_id": self._visible_before(previous)}
+        return shown
+
+    def _is_hidden(self, item_id: Any) -> bool:
+        return isinstance(item_id, str) and item_id in self._hidden_items
+
+    def _hide(self, item_id: Any, event: Event) -> None:
+        """Remember ``item_id`` as hidden, and its predecessor if ``event`` names it."""
+        if not isinstance(item_id, str):
+            return
+        self._hidden_items.add(item_id)
+        previous = event.get("previous_item_id", MISSING)
+        if previous is None or isinstance(previous, str):
+            self._previous[item_id] = previous
+
+    def _visible_before(self, item_id: str) -> str | None:
+        """The nearest item before hidden ``item_id`` that the browser may see."""
+        current, seen = item_id, set[str]()
+        while current in self._hidden_items:
+            if current in seen:  # a loop in what the upstream said must not hang the call
+                return None
+            seen.add(current)
+            before = self._previous.get(current)
+            if before is None:
+                return None
+            current = before
+        return current
 
     def _session(self, event: Event) -> Event:
         session = event.get("session")
@@ -132,11 +231,10 @@ class ToolCoordinator:
         item = event.get("item")
         if not isinstance(item, dict):
             return event
-        if item.get("type") == "function_call" and item.get("name") in self._registry:
-            if isinstance(item.get("id"), str):
-                self._hidden_items.add(item["id"])
+        if _is_server_call(item, self._registry):
+            self._hide(item.get("id"), event)
             return None
-        if item.get("id") in self._hidden_items:
+        if self._is_hidden(item.get("id")):
             return None
         return event
 
@@ -144,16 +242,21 @@ class ToolCoordinator:
         item = event.get("item")
         if not isinstance(item, dict):
             return event
-        if item.get("id") in self._hidden_items:
-            return None
-        if item.get("type") == "function_call" and item.get("name") in self._registry:
-            return None
-        if item.get("type") == "function_call_output" and item.get("call_id") in self._calls:
+        if (
+            self._is_hidden(item.get("id"))
+            or _is_server_call(item, self._registry)
+            or (
+                item.get("type") == "function_call_output"
+                and isinstance(item.get("call_id"), str)
+                and item["call_id"] in self._calls
+            )
+        ):
+            self._hide(item.get("id"), event)
             return None
         return event
 
     def _arguments_delta(self, event: Event) -> Event | None:
-        return None if event.get("item_id") in self._hidden_items else event
+        return None if self._is_hidden(event.get("item_id")) else event
 
     def _arguments_done(self, event: Event) -> Event | None:
         name = event.get("name")
@@ -265,6 +368,16 @@ class ToolCoordinator:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+
+def _is_server_call(item: dict[str, Any], registry: ToolRegistry) -> bool:
+    name = item.get("name")
+    return item.get("type") == "function_call" and isinstance(name, str) and name in registry
+
+
+# Client events that name an existing item in ``item_id``.
+_ITEM_ID_EVENTS: Final = frozenset(
+    {"conversation.item.retrieve", "conversation.item.delete", "conversation.item.truncate"}
+)
 
 _SERVER_HANDLERS: dict[str, Callable[[ToolCoordinator, Event], Event | None]] = {
     "session.created": ToolCoordinator._session,

@@ -176,6 +176,22 @@ def session_to_beta(ga: Mapping[str, Any]) -> dict[str, Any]:
     return beta
 
 
+def beta_session_paths(ga_path: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Where a flat beta session sets the GA field ``ga_path``, or any part of it.
+
+    ``("audio", "output", "voice")`` → ``(("voice",),)``; ``("audio",)`` → every beta field that
+    lands under ``audio``; ``("audio", "input", "turn_detection", "type")`` →
+    ``(("turn_detection", "type"),)``. A GA field beta lacks (``prompt``) gives ``()``.
+    """
+    found: list[tuple[str, ...]] = []
+    for field in _SESSION_FIELDS:
+        if ga_path[: len(field.ga_path)] == field.ga_path:
+            found.append((field.beta, *ga_path[len(field.ga_path) :]))
+        elif field.ga_path[: len(ga_path)] == ga_path:
+            found.append((field.beta,))
+    return tuple(found)
+
+
 def client_secret_request_from_beta(body: Mapping[str, Any]) -> dict[str, Any]:
     """A beta ``POST /v1/realtime/sessions`` body → a GA ``/v1/realtime/client_secrets`` body."""
     request: dict[str, Any] = {"session": session_from_beta(body)}

@@ -1,12 +1,19 @@
 """Realtime events on the ``oai-events`` data channel: parsing, encoding and ``error`` events.
 
 Pure: no I/O. Unknown event types are never rejected here — a relay passes them through.
+
+A client event (browser → upstream) is parsed more strictly than a server event: a key that
+appears twice in one object is refused. ``json.loads`` keeps the last duplicate, and the relay
+forwards the bytes it received when nothing was rewritten, so an upstream that keeps the first
+would act on a value the policy never saw. Server events come from the upstream, which is
+trusted, and do not pay for the check.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import GatewayError, InvalidRequest
@@ -51,15 +58,79 @@ def too_deep(what: str, param: str | None = None) -> InvalidRequest:
     )
 
 
+class UndecodableText(bytes):
+    """A text data-channel message whose bytes were not valid UTF-8."""
+
+
+class OversizedMessage(bytes):
+    """Stands for a data-channel message discarded while it arrived because it was larger than
+    ``limit`` bytes (the size the gateway advertises); none of its bytes are kept."""
+
+    limit: int
+
+    def __new__(cls, limit: int) -> OversizedMessage:
+        marker = super().__new__(cls)
+        marker.limit = limit
+        return marker
+
+
+# How much of a duplicate key an error message repeats: the key comes from the browser.
+_KEY_SHOWN = 64
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses an object naming one key twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "…"
+                raise InvalidRequest(
+                    f"The key {shown!r} appears more than once in one object; every key of "
+                    "an event may appear only once.",
+                    code="invalid_json",
+                )
+            seen.add(key)
+    return obj
+
+
+# Stateless, so one serves every call; json.loads with a hook would build a decoder per message.
+_CLIENT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def parse_event(raw: str | bytes) -> Event:
-    """Parse one data-channel message into an event object, or raise :class:`InvalidRequest`."""
+    """Parse one data-channel message into an event object, or raise :class:`InvalidRequest`.
+
+    For server events; a client event goes through :func:`parse_client_event`.
+    """
+    return _parse(raw, json.loads)
+
+
+def parse_client_event(raw: str | bytes) -> Event:
+    """:func:`parse_event`, and a key repeated in any object of the event is refused."""
+    return _parse(raw, _CLIENT_DECODER.decode)
+
+
+def _parse(raw: str | bytes, decode: Callable[[str], Any]) -> Event:
+    if isinstance(raw, UndecodableText):
+        raise InvalidRequest(
+            "The message is not valid UTF-8 text; every event must be a JSON object in UTF-8.",
+            code="invalid_json",
+        )
+    if isinstance(raw, OversizedMessage):
+        raise InvalidRequest(
+            f"The message was larger than this gateway accepts ({raw.limit} bytes, the "
+            "a=max-message-size of its answer) and was discarded.",
+            code="event_too_large",
+        )
     if isinstance(raw, bytes):
         raise InvalidRequest(
             "Binary data-channel messages are not supported; send JSON text events.",
             code="invalid_event",
         )
     try:
-        event = json.loads(raw)
+        event = decode(raw)
     except ValueError:
         raise InvalidRequest(
             "The message is not valid JSON; every event must be a JSON object.",

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.protocol.beta import (
     BETA_RENAMES,
+    beta_session_paths,
     client_event_to_ga,
     client_secret_request_from_beta,
     client_secret_response_to_beta,
@@ -737,3 +738,34 @@ class TestServerEventToBeta:
         before = copy.deepcopy(event)
         server_event_to_beta(event)
         assert event == before
+
+
+class TestBetaSessionPaths:
+    @pytest.mark.parametrize(
+        ("ga_path", "beta"),
+        [
+            (("audio", "output", "voice"), (("voice",),)),
+            (("instructions",), (("instructions",),)),
+            (("audio", "input", "turn_detection", "type"), (("turn_detection", "type"),)),
+            (("prompt",), ()),
+            (("audio", "output"), (("voice",), ("output_audio_format",), ("speed",))),
+        ],
+    )
+    def test_where_beta_sets_a_ga_field(
+        self, ga_path: tuple[str, ...], beta: tuple[tuple[str, ...], ...]
+    ) -> None:
+        """A GA path maps to the flat beta fields that set it or anything under it."""
+        assert beta_session_paths(ga_path) == beta
+
+    def test_whole_audio_block(self) -> None:
+        """Every beta field that lands under ``audio`` is named for a lock on ``audio``."""
+        names = {path[0] for path in beta_session_paths(("audio",))}
+        assert names == {
+            "voice",
+            "input_audio_format",
+            "output_audio_format",
+            "input_audio_transcription",
+            "input_audio_noise_reduction",
+            "turn_detection",
+            "speed",
+        }

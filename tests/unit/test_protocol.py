@@ -5,12 +5,20 @@ import json
 import pytest
 
 from gateway.errors import InvalidOffer, InvalidRequest, UpstreamError
-from gateway.protocol.events import encode_event, error_event, nesting, parse_event
+from gateway.protocol.events import (
+    UndecodableText,
+    encode_event,
+    error_event,
+    nesting,
+    parse_client_event,
+    parse_event,
+)
 from gateway.protocol.sdp import call_id_from_location, inspect_offer
 from gateway.protocol.session import deep_merge, default_session, parse_client_secret_request
 
 OFFER = (
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "a=fingerprint:sha-256 AB:CD\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef01234567\r\n"
     "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
     "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=sctp-port:5000\r\n"
 )
@@ -36,6 +44,71 @@ class TestEvents:
         """Each malformed message gets its own error code."""
         with pytest.raises(InvalidRequest) as info:
             parse_event(raw)
+        assert info.value.code == code
+
+    def test_undecodable_text(self) -> None:
+        """Text that was not UTF-8 is refused as such, not as a binary message."""
+        for parse in (parse_event, parse_client_event):
+            with pytest.raises(InvalidRequest) as info:
+                parse(UndecodableText(b'{"type":"\xff"}'))
+            assert info.value.code == "invalid_json"
+            assert info.value.message == (
+                "The message is not valid UTF-8 text; every event must be a JSON object in UTF-8."
+            )
+
+    def test_undecodable_text_is_bytes(self) -> None:
+        """The marker is bytes, so code that only knows bytes still treats it as binary."""
+        assert isinstance(UndecodableText(b"\xff"), bytes)
+        assert UndecodableText(b"\xff") == b"\xff"
+
+    @pytest.mark.parametrize(
+        ("raw", "key"),
+        [
+            ('{"type":"session.update","type":"x"}', "type"),
+            (
+                '{"type":"session.update","session":{"instructions":"a","instructions":"b"}}',
+                "instructions",
+            ),
+            ('{"type":"x","list":[{"a":1},{"b":1,"b":2}]}', "b"),
+        ],
+    )
+    def test_client_event_with_a_duplicate_key_is_refused(self, raw: str, key: str) -> None:
+        """A repeated key at any level is refused, naming the key: the upstream might read the
+        other copy."""
+        with pytest.raises(InvalidRequest) as info:
+            parse_client_event(raw)
+        assert info.value.code == "invalid_json"
+        assert repr(key) in info.value.message
+
+    def test_a_long_duplicate_key_is_shortened_in_the_message(self) -> None:
+        """The error quotes at most the start of a browser's key."""
+        key = "k" * 10_000
+        with pytest.raises(InvalidRequest) as info:
+            parse_client_event(f'{{"type":"x","{key}":1,"{key}":2}}')
+        assert len(info.value.message) < 200
+
+    def test_same_key_in_different_objects_is_fine(self) -> None:
+        """Only a key twice in the same object counts."""
+        raw = '{"type":"x","a":{"id":1},"b":{"id":2},"c":[{"id":3},{"id":4}]}'
+        assert parse_client_event(raw) == parse_event(raw)
+
+    def test_server_events_keep_json_semantics(self) -> None:
+        """Server events are trusted: parse_event keeps the last duplicate, as json does."""
+        assert parse_event('{"type":"a","type":"b"}') == {"type": "b"}
+
+    @pytest.mark.parametrize(
+        ("raw", "code"),
+        [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_event"),
+            ('{"no":"type"}', "missing_required_parameter"),
+            (b"\x00\x01", "invalid_event"),
+        ],
+    )
+    def test_client_parse_has_the_same_errors(self, raw: str | bytes, code: str) -> None:
+        """parse_client_event refuses what parse_event refuses, with the same codes."""
+        with pytest.raises(InvalidRequest) as info:
+            parse_client_event(raw)
         assert info.value.code == code
 
     def test_error_event_shape(self) -> None:
