@@ -83,8 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    from gateway.rtc.compat import IncompatibleStack
+
     try:
         asyncio.run(_run_gateway(settings))
+    except IncompatibleStack as exc:
+        print(f"realtime-gateway: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         # Typically the port is taken; the message says which.
         print(f"realtime-gateway: cannot serve on {url}: {exc.strerror or exc}", file=sys.stderr)

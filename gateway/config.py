@@ -70,6 +70,8 @@ class Settings:
     instructions: str | None = None
     client_secret_ttl: int = 600
     client_secret_single_use: bool = True
+    # Unused client secrets kept at most (each costs memory until it expires or is used).
+    max_client_secrets: int = 100_000
     cors_origins: tuple[str, ...] = ("*",)
     demo_enabled: bool = False
     max_sdp_bytes: int = 64 * 1024
@@ -157,6 +159,13 @@ class Settings:
                 "GATEWAY_CLIENT_SECRET_SINGLE_USE",
                 env.get("GATEWAY_CLIENT_SECRET_SINGLE_USE"),
                 True,
+            ),
+            "max_client_secrets": _int(
+                "GATEWAY_MAX_CLIENT_SECRETS",
+                env.get("GATEWAY_MAX_CLIENT_SECRETS"),
+                100_000,
+                1,
+                10_000_000,
             ),
             "cors_origins": _origins(env.get("GATEWAY_CORS_ORIGINS", "*")),
             "demo_enabled": _bool("GATEWAY_DEMO", env.get("GATEWAY_DEMO"), openai_key is None),

@@ -47,6 +47,22 @@ class _AudioCollector(Collector):
         yield family
 
 
+class _DropCollector(Collector):
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            f"{PREFIX}_media_dropped",
+            "Datagrams and data-channel messages the media plane refused before the WebRTC "
+            "stack handled them, by reason (see SECURITY.md).",
+            labels=("reason",),
+        )
+        for reason, count in sorted(self._read().items()):
+            family.add_metric([reason], count)
+        yield family
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -118,6 +134,8 @@ class Metrics:
         self._ended_audio: dict[Any, int] = {}
         self._live_audio: Callable[[], Iterable[AudioCounts]] = list
         r.register(_AudioCollector(lambda: self._live_audio(), self._ended_audio))
+        self._media_drops: Callable[[], Mapping[str, int]] = dict
+        r.register(_DropCollector(lambda: self._media_drops()))
         for outcome in OUTCOMES:
             self._sessions.labels(outcome)
         for kind in TOKEN_KINDS:
@@ -147,6 +165,10 @@ class Metrics:
     def watch_audio(self, live: Callable[[], Iterable[AudioCounts]]) -> None:
         """Where scrapes read live calls' packet counts from."""
         self._live_audio = live
+
+    def watch_media_drops(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Where scrapes read the media plane's drop counts from (by reason)."""
+        self._media_drops = read
 
     def audio_quality(self, leg: str, lost: int, jitter_seconds: float) -> None:
         if lost > 0:

@@ -27,6 +27,7 @@ from gateway.pipeline import EventPipeline
 from gateway.policy import ClientPolicy, PolicyConfig
 from gateway.protocol.events import encode_event, error_event
 from gateway.protocol.sdp import inspect_offer
+from gateway.rtc.ice import PortUsage
 from gateway.rtc.media import (
     MediaMode,
     PacketForwarder,
@@ -35,7 +36,8 @@ from gateway.rtc.media import (
     forward_encoded,
     pump_audio,
 )
-from gateway.rtc.peer import Message, Peer
+from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Message, Peer
+from gateway.tasks import TaskSet
 from gateway.toolcalls import ToolCoordinator
 from gateway.tools import ToolRegistry, run_tool
 from gateway.transcripts import TranscriptWriter
@@ -77,6 +79,8 @@ class LegOptions:
     peer_timeout: float = 6.0
     idle_timeout: float = 600.0
     max_duration: float = 3600.0
+    # The browser leg's sockets in ice_port_range, for readiness (shared by every call).
+    port_usage: PortUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class CallServices:
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     tool_timeout: float = 10.0
     transcripts_dir: Path | None = None
+    # Work a call leaves behind (hanging up an upstream call a refused setup had dialled).
+    background: TaskSet = field(default_factory=TaskSet)
 
 
 # What ended a call → the outcome label ops see.
@@ -252,8 +258,8 @@ class Call:
                 "call.connect_timeout",
                 call_id=self.call_id,
                 timeout=self.options.connect_timeout,
-                browser=self.browser.pc.connectionState,
-                upstream=self.upstream.pc.connectionState,
+                browser=self.browser.connection_state,
+                upstream=self.upstream.connection_state,
             )
             return
         await asyncio.Event().wait()
@@ -263,9 +269,11 @@ class Call:
 
         aiortc reports no transient "disconnected" state and aioice's consent checks take ~30 s,
         so a browser that vanishes (a killed tab, a dropped network) is noticed here instead:
-        browsers send audio packets continuously (at least every 400 ms with DTX), so
-        ``peer_timeout`` seconds without a packet or an event means it is gone. The upstream
-        sends audio continuously too (silence between responses).
+        a live browser sends something at least every few seconds — audio (every 20 ms, or
+        400 ms with DTX), RTCP reports, ICE consent checks (every 2.5–6 s) — even when it only
+        listens, so ``peer_timeout`` seconds without any datagram from it means it is gone. The
+        upstream sends audio continuously (silence between responses): one that sends no audio
+        and no events for that long is frozen, even if its network stack still answers.
         """
         limits = self.options
         await asyncio.gather(self.browser.connected.wait(), self.upstream.connected.wait())
@@ -274,7 +282,7 @@ class Call:
         while True:
             await asyncio.sleep(LIVENESS_TICK)
             now = time.monotonic()
-            browser = self.to_upstream.frames_in + self.pipeline.stats.client_events
+            browser = self.browser.packets_received() + self.pipeline.stats.client_events
             upstream = self.to_browser.frames_in + self.pipeline.stats.server_events
             user = self.pipeline.stats.client_events + self.pipeline.stats.speech_started
             if browser != last_browser:
@@ -449,6 +457,8 @@ async def open_call(
         relay_only=options.relay_only,
         port_range=options.ice_port_range,
         public_ip=options.public_ip,
+        max_message=BROWSER_MAX_MESSAGE,
+        port_usage=options.port_usage,
     )
     upstream = Peer(
         "upstream",
@@ -469,14 +479,18 @@ async def open_call(
                 forward_encoded(browser.audio_receiver, to_upstream, codec.clockRate),
                 forward_encoded(upstream.audio_receiver, to_browser, codec.clockRate),
             )
-        upstream_answer = await dial
+        # Shielded: a setup cancelled here must not abort a request the upstream may have acted on.
+        upstream_answer = await asyncio.shield(dial)
         upstream_sdp_seconds = time.monotonic() - dial_started
         await upstream.accept_answer(upstream_answer.sdp)
     except BaseException:
         if dial is not None and not dial.done():
-            dial.cancel()
-            await asyncio.gather(dial, return_exceptions=True)
-        elif dial is not None and dial.done() and not dial.cancelled() and dial.exception() is None:
+            # Cancelling the request would not undo a call the upstream may already have made:
+            # let the dial finish in the background and hang up what it made.
+            services.background.spawn(
+                _hang_up_when_dialled(dial, client, services.metrics), name="call-abandon-dial"
+            )
+        elif dial is not None and not dial.cancelled() and dial.exception() is None:
             # The upstream call exists but we are failing: do not leave it billing.
             await _hangup_quietly(client, dial.result().call_id, services.metrics)
         to_browser.finish()
@@ -505,6 +519,16 @@ async def open_call(
         upstream_sdp_seconds=upstream_sdp_seconds,
     )
     return call
+
+
+async def _hang_up_when_dialled(
+    dial: asyncio.Future[Any], client: UpstreamClient, metrics: Metrics
+) -> None:
+    try:
+        answer = await dial  # bounded by the upstream client's own timeout
+    except Exception:
+        return  # no upstream call was made
+    await _hangup_quietly(client, answer.call_id, metrics)
 
 
 async def _hangup_quietly(

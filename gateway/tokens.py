@@ -10,13 +10,19 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, RateLimited
 
 TOKEN_PREFIX = "ek_"
+# Unredeemed secrets kept at most; minting beyond answers 429 until some expire or are used.
+DEFAULT_MAX_OUTSTANDING = 100_000
+# At the cap, expired secrets are looked for everywhere at most this often (seconds): a full
+# scan costs milliseconds at 100k, and a mint flood must not pay it for every request.
+FULL_PURGE_INTERVAL = 1.0
 
 
 def token_digest(token: str) -> bytes:
@@ -32,18 +38,38 @@ class ClientSecret:
 
 
 class ClientSecretStore:
-    """Mints and redeems client secrets; single-use unless configured otherwise."""
+    """Mints and redeems client secrets; single-use unless configured otherwise.
 
-    def __init__(self, *, single_use: bool = True, clock: Callable[[], float] = time.time) -> None:
+    At most ``max_outstanding`` secrets are kept. Expired ones are dropped from the oldest end
+    at every mint (amortised constant time: secrets are kept in the order they were minted),
+    and from everywhere when the cap is reached.
+    """
+
+    def __init__(
+        self,
+        *,
+        single_use: bool = True,
+        max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._single_use = single_use
+        self._max = max_outstanding
         self._clock = clock
-        self._secrets: dict[bytes, ClientSecret] = {}
+        self._secrets: OrderedDict[bytes, ClientSecret] = OrderedDict()
+        self._full_purge_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._secrets)
 
     def mint(self, session: dict[str, Any], ttl: int) -> tuple[str, ClientSecret]:
+        """A new secret; :class:`RateLimited` when ``max_outstanding`` are waiting to be used."""
         self._purge()
+        if len(self._secrets) >= self._max:
+            raise RateLimited(
+                f"Too many client secrets are outstanding ({self._max}); retry when some have "
+                "been used or have expired.",
+                retry_after=5,
+            )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 256 bits
         now = self._clock()
         secret = ClientSecret(
@@ -83,5 +109,13 @@ class ClientSecretStore:
 
     def _purge(self) -> None:
         now = self._clock()
-        for digest in [d for d, s in self._secrets.items() if now >= s.expires_at]:
+        while self._secrets:
+            digest, oldest = next(iter(self._secrets.items()))
+            if now < oldest.expires_at:
+                break
             del self._secrets[digest]
+        if len(self._secrets) >= self._max and now - self._full_purge_at >= FULL_PURGE_INTERVAL:
+            # Secrets minted with different TTLs expire out of order: look behind the oldest.
+            self._full_purge_at = now
+            for digest in [d for d, s in self._secrets.items() if now >= s.expires_at]:
+                del self._secrets[digest]

@@ -22,7 +22,7 @@ from gateway.bench.stream import MarkerTrack, tap_receiver
 from gateway.bench.upstream import LOOPBACK, opus_capability
 from gateway.protocol.sdp import call_id_from_location
 from gateway.rtc import ice
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 
 HTTP_TIMEOUT = 15.0
 

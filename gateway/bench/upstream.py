@@ -29,7 +29,7 @@ from gateway.bench.stream import MarkerTrack, tap_receiver
 from gateway.emulator.signaling import parse_call_request
 from gateway.errors import GatewayError
 from gateway.rtc import ice
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 
 CALLS_PATH = "/v1/realtime/calls"
 CLOSE_TIMEOUT = 10.0

@@ -35,7 +35,7 @@ from gateway.protocol.events import (
     parse_event,
 )
 from gateway.rtc import ice
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 
 log = structlog.get_logger(__name__)
 

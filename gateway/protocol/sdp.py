@@ -38,6 +38,7 @@ def inspect_offer(sdp: str) -> OfferSummary:
             _, _, rest = line.partition(" ")
             codecs.append(rest.split("/")[0].lower())
     has_audio = any(m.startswith("audio ") for m in media)
+    attributes = {line.strip().partition(":")[0] for line in text.splitlines()}
     has_dc = any(m.startswith("application ") and ("SCTP" in m.upper()) for m in media)
     if not media:
         raise InvalidOffer("The SDP offer has no media sections.")
@@ -49,6 +50,17 @@ def inspect_offer(sdp: str) -> OfferSummary:
         raise InvalidOffer(
             "The SDP offer has no data channel; call createDataChannel('oai-events') before "
             "createOffer()."
+        )
+    # Without these the call can never connect: refuse it before anything is dialled.
+    if "a=fingerprint" not in attributes:
+        raise InvalidOffer(
+            "The SDP offer has no a=fingerprint: WebRTC media needs DTLS; pass the offer "
+            "from createOffer() unmodified."
+        )
+    if "a=ice-ufrag" not in attributes or "a=ice-pwd" not in attributes:
+        raise InvalidOffer(
+            "The SDP offer has no ICE credentials (a=ice-ufrag and a=ice-pwd); pass the offer "
+            "from createOffer() unmodified."
         )
     return OfferSummary(has_audio=has_audio, has_data_channel=has_dc, audio_codecs=tuple(codecs))
 

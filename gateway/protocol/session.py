@@ -5,11 +5,13 @@ Pure: no I/O. Shapes follow OpenAI's GA interface (``../shared/protocol.md`` §2
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.protocol.events import MAX_NESTING, nesting, too_deep
+from gateway.protocol.paths import MISSING, get_path
 
 SESSION_TYPES = ("realtime", "transcription")
 MIN_TTL, MAX_TTL = 10, 7200
@@ -25,6 +27,28 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             out[key] = value
     return out
+
+
+def without_locked(
+    override: Mapping[str, Any],
+    locked: tuple[str, ...],
+    server_session: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[str]]:
+    """``override`` without the locked fields (dotted paths) that ``server_session`` sets, and
+    the paths removed. A browser's session choices at call setup (the beta URL's ``?model=``, a
+    multipart ``session``) are held to the locks its ``session.update`` events are held to."""
+    out = copy.deepcopy(dict(override))
+    removed: list[str] = []
+    for dotted in locked:
+        path = tuple(dotted.split("."))
+        if get_path(server_session, path) is MISSING or get_path(out, path) is MISSING:
+            continue
+        parent: Any = out
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        removed.append(dotted)
+    return out, removed
 
 
 def default_session(model: str, voice: str, instructions: str | None) -> dict[str, Any]:

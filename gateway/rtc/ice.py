@@ -17,18 +17,35 @@ import contextvars
 import errno
 import ipaddress
 import itertools
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioice.ice
+from gateway.rtc import compat
+
+
+class PortUsage:
+    """The sockets one gateway holds in its port range, so readiness can see it running out."""
+
+    def __init__(self) -> None:
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self.exhausted_at: float | None = None
+
+    def bound(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+
+    def in_use(self) -> int:
+        return sum(1 for t in list(self._transports) if not t.is_closing())
 
 
 @dataclass
 class Gathering:
     addresses: tuple[str, ...] = ()
     port_range: tuple[int, int] | None = None
+    usage: PortUsage | None = None
     # Set when the port range had no free port for some socket.
     exhausted: bool = field(default=False)
 
@@ -58,8 +75,15 @@ def install() -> None:
     """Route aioice's host-address lookup through :func:`gathering`. Idempotent."""
     global _original_host_addresses
     if _original_host_addresses is None:
-        _original_host_addresses = aioice.ice.get_host_addresses
-        aioice.ice.get_host_addresses = _get_host_addresses
+        _original_host_addresses = compat.ice_host_addresses()
+        compat.replace_ice_host_addresses(_get_host_addresses)
+
+
+def default_host_addresses() -> list[str]:
+    """The addresses ICE offers when none are configured (every non-loopback interface)."""
+    install()
+    assert _original_host_addresses is not None
+    return _original_host_addresses(True, True)
 
 
 def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -83,13 +107,19 @@ def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
         for offset in range(size):
             port = low + (start + offset) % size
             try:
-                return await original(
+                transport, protocol = await original(
                     protocol_factory, *args, **{**kwargs, "local_addr": (local_addr[0], port)}
                 )
             except OSError as exc:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
+            else:
+                if gathering.usage is not None:
+                    gathering.usage.bound(transport)
+                return transport, protocol
         gathering.exhausted = True
+        if gathering.usage is not None:
+            gathering.usage.exhausted_at = time.monotonic()
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {low}-{high}")
 
     loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
@@ -98,14 +128,16 @@ def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 @contextmanager
 def gathering(
-    addresses: Sequence[str] = (), port_range: tuple[int, int] | None = None
+    addresses: Sequence[str] = (),
+    port_range: tuple[int, int] | None = None,
+    usage: PortUsage | None = None,
 ) -> Iterator[Gathering]:
     """Within this block, ICE offers exactly ``addresses`` (all interfaces if empty), on ports
     from ``port_range`` (the OS's choice if None). The yielded object says if ports ran out."""
     install()
     if port_range is not None:
         _wrap_loop(asyncio.get_running_loop())
-    state = Gathering(addresses=tuple(addresses), port_range=port_range)
+    state = Gathering(addresses=tuple(addresses), port_range=port_range, usage=usage)
     token = _current.set(state)
     try:
         yield state

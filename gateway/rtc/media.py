@@ -13,10 +13,9 @@ Two modes, chosen by ``GATEWAY_MEDIA``:
     aiortc's default path: decode (with its fixed 80 ms jitter buffer), then re-encode. Kept
     as the compatibility fallback and the benchmark's baseline.
 
-aiortc has no public hook for encoded frames on the receive side; the forwarder replaces one
-private attribute per receiver (``_RTCRtpReceiver__jitter_buffer``) and ends the decoder thread
-aiortc would otherwise keep idle (``_RTCRtpReceiver__decoder_queue``), both checked at startup
-against aiortc 1.16.0 by :func:`check_aiortc_hooks`.
+aiortc has no public hook for encoded frames on the receive side; the forwarder stands in for a
+receiver's jitter buffer and ends the decoder thread aiortc would otherwise keep idle, through
+:mod:`gateway.rtc.compat` (which checks those private names at startup).
 """
 
 from __future__ import annotations
@@ -33,25 +32,14 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from gateway.rtc import compat
+
 MediaMode = Literal["passthrough", "transcode"]
 
 # 25 frames of 20 ms: half a second of slack before the oldest audio is dropped.
 QUEUE_FRAMES = 25
 # In order of preference; all three are what OpenAI answers with (protocol.md §3).
 CODEC_PREFERENCE = ("opus", "pcmu", "pcma")
-_JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
-_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
-
-
-def check_aiortc_hooks() -> None:
-    """Fail loudly if aiortc no longer has the receiver attributes passthrough relies on."""
-    names = RTCRtpReceiver.__init__.__code__.co_names
-    missing = [a for a in (_JITTER_BUFFER_ATTR, _DECODER_QUEUE_ATTR) if a not in names]
-    if missing:
-        raise RuntimeError(
-            f"aiortc's RTCRtpReceiver has no {', '.join(missing)} any more: the passthrough media "
-            "path was written for aiortc 1.16.0. Set GATEWAY_MEDIA=transcode or pin aiortc."
-        )
 
 
 def choose_codec(offered: Iterable[str]) -> RTCRtpCodecCapability | None:
@@ -142,8 +130,15 @@ class PacketForwarder:
         self._pts = 0
         self.packets = 0
         self.dropped_late = 0
+        self.dropped_empty = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
+        payload = compat.rtp_payload(packet)
+        if not payload:
+            # No codec frame is zero bytes long (RFC 6716 §3); forwarded, a decoder may take it
+            # for the end of the stream and stop decoding for the rest of the call.
+            self.dropped_empty += 1
+            return False, None
         timestamp = int(packet.timestamp)
         if self._last_timestamp is not None:
             delta = (timestamp - self._last_timestamp) & 0xFFFFFFFF
@@ -152,7 +147,7 @@ class PacketForwarder:
                 return False, None
             self._pts += delta
         self._last_timestamp = timestamp
-        encoded = av.Packet(packet._data)
+        encoded = av.Packet(payload)
         encoded.pts = self._pts
         encoded.time_base = self._time_base
         self.packets += 1
@@ -163,11 +158,11 @@ class PacketForwarder:
 def forward_encoded(receiver: RTCRtpReceiver, sink: RelayTrack, clock_rate: int) -> PacketForwarder:
     """Route ``receiver``'s audio, still encoded, into ``sink``. Call before media flows."""
     forwarder = PacketForwarder(sink, clock_rate)
-    setattr(receiver, _JITTER_BUFFER_ATTR, forwarder)
+    compat.replace_jitter_buffer(receiver, forwarder)
     # aiortc starts a decoder thread per receiver; with nothing to decode, its end-of-stream
     # marker, queued now, lets it exit as soon as it starts instead of idling for the call.
     # (receiver.stop() queues another and joins the finished thread.)
-    getattr(receiver, _DECODER_QUEUE_ATTR).put(None)
+    compat.stop_decoder_thread(receiver)
     return forwarder
 
 

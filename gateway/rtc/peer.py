@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
-    RTCPeerConnection,
     RTCRtpReceiver,
     RTCSessionDescription,
 )
@@ -27,65 +25,21 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from gateway.errors import InvalidOffer, Unavailable, UpstreamError
 from gateway.protocol.sdp import announce_address
-from gateway.rtc import ice
+from gateway.rtc import compat, ice
+from gateway.rtc.compat import OwnedPeerConnection
 
 log = structlog.get_logger(__name__)
 
 CHANNEL_LABEL = "oai-events"
+# What a browser may send in one data-channel message: the size aiortc advertises in its answer
+# (a=max-message-size). Larger messages are discarded while they arrive, with an error event.
+BROWSER_MAX_MESSAGE = 262144
 # Client events sent before the channel opens are few (session.update, maybe a greeting);
 # anything beyond this is a runaway sender, not a startup race.
 MAX_PENDING = 1000
 INBOX_SIZE = 1000
 
 Message = str | bytes
-
-
-class OwnedPeerConnection(RTCPeerConnection):
-    """An RTCPeerConnection whose connect task is owned, so ``close()`` leaves nothing running.
-
-    aiortc starts ``__connect`` (ICE, then DTLS, then SCTP) with a bare ``ensure_future`` and
-    ``close()`` never waits for it. Closed early, that task goes on: ICE can complete after the
-    close and start aioice's consent checks on a dead connection, which linger for ~30 s. Here
-    the task is tracked and cancelled on close. Written against aiortc 1.16.0 / aioice 0.13.0;
-    ``tests/unit/test_peer.py`` fails loudly if the hooked names go away.
-    """
-
-    def __init__(self, configuration: RTCConfiguration | None = None) -> None:
-        super().__init__(configuration)
-        self._connect_tasks: set[asyncio.Task[Any]] = set()
-
-    async def _RTCPeerConnection__connect(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connect_tasks.add(task)
-        try:
-            await super()._RTCPeerConnection__connect()  # type: ignore[misc]
-        finally:
-            self._connect_tasks.discard(task)
-
-    async def close(self) -> None:
-        await super().close()
-        pending = [t for t in self._connect_tasks if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for connection in self._ice_connections():
-            consent = getattr(connection, "_query_consent_task", None)
-            if isinstance(consent, asyncio.Task) and not consent.done():
-                consent.cancel()
-                await asyncio.gather(consent, return_exceptions=True)
-
-    def _ice_connections(self) -> list[Any]:
-        transports = [t.receiver.transport for t in self.getTransceivers()]
-        if self.sctp is not None:
-            transports.append(self.sctp.transport)
-        found: list[Any] = []
-        for dtls in transports:
-            connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-            if connection is not None and connection not in found:
-                found.append(connection)
-        return found
 
 
 class Peer:
@@ -100,8 +54,12 @@ class Peer:
         relay_only: bool = False,
         port_range: tuple[int, int] | None = None,
         public_ip: str | None = None,
+        max_message: int = compat.DEFAULT_MAX_MESSAGE,
+        port_usage: ice.PortUsage | None = None,
     ) -> None:
         self.name = name
+        self._port_usage = port_usage
+        self._max_message = max_message
         self._ice_addresses = tuple(ice_addresses)
         self._port_range = port_range
         self._public_ip = public_ip
@@ -123,10 +81,11 @@ class Peer:
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         self.messages_dropped = 0
+        self.channels_refused = 0
         self._pending: list[Message] = []
         self._closing: asyncio.Future[None] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
-        self.pc.on("datachannel", self._adopt_channel)
+        self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
 
     # -- signalling -------------------------------------------------------------------------
@@ -150,8 +109,9 @@ class Peer:
                 audio[0].setCodecPreferences([codec])
             self.audio_receiver = audio[0].receiver
             answer = await self.pc.createAnswer()
-            with ice.gathering(self._ice_addresses, self._port_range) as gathered:
+            with ice.gathering(self._ice_addresses, self._port_range, self._port_usage) as gathered:
                 await self.pc.setLocalDescription(answer)
+            compat.tag(self.pc, self.name, max_message=self._max_message)
         except InvalidOffer:
             raise
         except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
@@ -181,8 +141,9 @@ class Peer:
         self.audio_receiver = transceiver.receiver
         self._adopt_channel(self.pc.createDataChannel(CHANNEL_LABEL))
         offer = await self.pc.createOffer()
-        with ice.gathering(self._ice_addresses, self._port_range) as gathered:
+        with ice.gathering(self._ice_addresses, self._port_range, self._port_usage) as gathered:
             await self.pc.setLocalDescription(offer)
+        compat.tag(self.pc, self.name, max_message=self._max_message)
         if gathered.exhausted:
             raise Unavailable(
                 "No free UDP port for media; retry shortly.",
@@ -215,8 +176,17 @@ class Peer:
         else:
             self._pending.append(message)
 
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        # The first channel is the call's. Another one would take the server's events away from
+        # it, and its closing would end the call: it is closed at once, the call goes on.
+        if self.channel is not None:
+            self.channels_refused += 1
+            log.info("peer.extra_channel_refused", leg=self.name, refused=self.channels_refused)
+            channel.close()
+            return
+        self._adopt_channel(channel)
+
     def _adopt_channel(self, channel: RTCDataChannel) -> None:
-        # OpenAI honours only the newest channel of a peer; so do we.
         self.channel = channel
         channel.on("message", self._on_message)
         channel.on("open", self._on_channel_open)
@@ -269,6 +239,15 @@ class Peer:
             log.exception("peer.close_failed", leg=self.name)
         finally:
             self._closing.set_result(None)
+
+    def packets_received(self) -> int:
+        """Datagrams received from the remote peer (authenticated or validated), of any kind:
+        audio, RTCP, ICE consent checks, DTLS, SCTP. A peer that still sends any is alive."""
+        return compat.packets_received(self.pc)
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState)
 
     async def receive_quality(self) -> tuple[int, float]:
         """(packets lost, jitter in RTP clock units) of this leg's inbound audio, from RTCP."""

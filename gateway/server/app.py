@@ -20,7 +20,7 @@ from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices
-from gateway.rtc.media import check_aiortc_hooks
+from gateway.rtc import compat, guard
 from gateway.server import pages, realtime, sideband
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
@@ -65,14 +65,17 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
-    if settings.media == "passthrough":
-        check_aiortc_hooks()
+    compat.install()
     state = GatewayState(
         settings=settings,
-        secrets=ClientSecretStore(single_use=settings.client_secret_single_use),
+        secrets=ClientSecretStore(
+            single_use=settings.client_secret_single_use,
+            max_outstanding=settings.max_client_secrets,
+        ),
         services=services_from(settings, registry),
         ip_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
         token_limiter=SlidingWindow(settings.calls_per_minute_per_token),
+        demo_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
     )
     heads = HeadDeadline()
     app = web.Application(
@@ -94,6 +97,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.on_response_prepare.append(shape_bare_errors)
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
+    state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     sideband.add_routes(app)
     pages.add_routes(
@@ -138,7 +142,9 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:
     yield
-    await app[STATE].calls.close_all("shutdown")
+    state = app[STATE]
+    await state.calls.close_all("shutdown")
+    await state.services.background.aclose()
 
 
 async def drain(app: web.Application, grace: float) -> None:

@@ -20,14 +20,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready for new calls: not draining and below capacity. Load balancers use this."""
+    """Ready for new calls: not draining, below capacity, media ports free. Load balancers
+    use this."""
     state = request.app[STATE]
+    reason = state.not_ready_because
     body = {
-        "status": "ready" if state.ready else ("draining" if state.draining else "at_capacity"),
+        "status": reason or "ready",
         "calls": len(state.calls),
         "capacity": state.settings.max_calls,
     }
-    return web.json_response(body, status=200 if state.ready else 503)
+    return web.json_response(body, status=200 if reason is None else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -44,6 +46,7 @@ async def demo_token(request: web.Request) -> web.Response:
     On by default only on the emulator, where a call costs nothing (GATEWAY_DEMO).
     """
     state = request.app[STATE]
+    state.check_demo_rate(request.remote)
     token, secret = state.secrets.mint({}, state.settings.client_secret_ttl)
     return web.json_response(
         {"value": token, "expires_at": secret.expires_at, "session": state.resolve_session()}

@@ -24,7 +24,11 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.protocol import beta
-from gateway.protocol.session import check_session, parse_client_secret_request
+from gateway.protocol.session import (
+    check_session,
+    parse_client_secret_request,
+    without_locked,
+)
 from gateway.relay import Call, CallRequest, Dialect, new_call_id, open_call
 from gateway.server.auth import identify, require_server
 from gateway.server.body import read_json, read_offer
@@ -109,13 +113,21 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         secret = state.secrets.peek(caller.token)
         digest, token_session = secret.digest, secret.session
     body = await read_offer(request, state.settings.max_sdp_bytes)
-    overrides: list[dict[str, Any] | None] = []
+    requested: list[dict[str, Any]] = []
     if dialect == "beta" and request.query.get("model"):
-        overrides.append({"model": request.query["model"]})
+        requested.append({"model": request.query["model"]})
     if body.session is not None:
-        overrides.append(check_session(body.session))
+        requested.append(check_session(body.session))
+    if not caller.is_server:
+        # A browser's choices here are held to the locks its session.update events are.
+        server_session = state.upstream_session(token_session)
+        locked = state.services.policy.locked_session_fields
+        for index, override in enumerate(requested):
+            requested[index], removed = without_locked(override, locked, server_session)
+            if removed:
+                log.info("call.locked_fields_ignored", fields=removed, dialect=dialect)
     # What the app's backend put in the client secret wins over what the browser asks for.
-    overrides.append(token_session)
+    overrides: list[dict[str, Any] | None] = [*requested, token_session]
     if state.client is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,8 +18,13 @@ from gateway.metrics import Metrics
 from gateway.protocol.session import deep_merge, default_session
 from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices, LegOptions
+from gateway.rtc import ice
 from gateway.tokens import ClientSecretStore
 from gateway.upstream.client import UpstreamClient
+
+# After a call found no free media port, readiness stays false this long (seconds), even if the
+# sockets this process counts say otherwise: another process may hold ports of the range.
+PORTS_RECOVERY = 5.0
 
 
 @dataclass
@@ -30,6 +36,9 @@ class GatewayState:
     draining: bool = False
     ip_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(30))
     token_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
+    # Demo secrets are minted without credentials: as many a minute per address as calls.
+    demo_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(30))
+    ports: ice.PortUsage = field(default_factory=ice.PortUsage)
     # Calls being set up (offer received, answer not yet sent): they count against capacity.
     pending: int = 0
     # Set by the upstream cleanup context once the HTTP client (and the emulator) are up.
@@ -40,6 +49,16 @@ class GatewayState:
     @property
     def metrics(self) -> Metrics:
         return self.services.metrics
+
+    def check_demo_rate(self, ip: str | None) -> None:
+        """429 (with Retry-After) when one address mints demo secrets faster than it may call."""
+        wait = self.demo_limiter.hit(ip or "unknown")
+        if wait is not None:
+            raise RateLimited(
+                f"Too many demo secrets from this address: at most {self.demo_limiter.limit} a "
+                "minute. Retry later.",
+                retry_after=max(1, round(wait)),
+            )
 
     def check_rate(self, ip: str | None, token_digest: bytes | None) -> None:
         """429 (with Retry-After) when a client IP or client secret opens calls too fast."""
@@ -73,7 +92,34 @@ class GatewayState:
 
     @property
     def ready(self) -> bool:
-        return not self.draining and len(self.calls) + self.pending < self.settings.max_calls
+        return self.not_ready_because is None
+
+    @property
+    def not_ready_because(self) -> str | None:
+        """Why a load balancer should send new calls elsewhere now (None: it should not)."""
+        if self.draining:
+            return "draining"
+        if len(self.calls) + self.pending >= self.settings.max_calls:
+            return "at_capacity"
+        if not self.media_ports_free():
+            return "no_media_ports"
+        return None
+
+    def media_ports_free(self) -> bool:
+        """Whether GATEWAY_ICE_PORT_RANGE has room for one more call's sockets."""
+        span = self.settings.ice_port_range
+        if span is None:
+            return True
+        exhausted = self.ports.exhausted_at
+        if exhausted is not None and time.monotonic() - exhausted < PORTS_RECOVERY:
+            return False
+        size = span[1] - span[0] + 1
+        return size - self.ports.in_use() >= self.ports_per_call
+
+    @cached_property
+    def ports_per_call(self) -> int:
+        # The browser leg binds one socket per host address it offers.
+        return max(1, len(self.settings.ice_addresses or ice.default_host_addresses()))
 
     @cached_property
     def leg_options(self) -> LegOptions:
@@ -91,6 +137,7 @@ class GatewayState:
             relay_only=self.settings.ice_transport_policy == "relay",
             upstream_ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
             media="transcode" if self.settings.media == "transcode" else "passthrough",
+            port_usage=self.ports,
         )
 
     def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:

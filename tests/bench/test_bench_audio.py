@@ -18,7 +18,7 @@ from gateway.bench.audio import (
     is_click,
 )
 from gateway.bench.stream import AudioStream, ReceiveTap, tap_receiver
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 
 
 @pytest.fixture(name="loop", scope="module")

@@ -14,7 +14,7 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.emulator import Emulator
 from gateway.rtc import ice
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 from tests.functional.conftest import GATEWAY_KEY, GatewayFactory, mint, state_of
 from tests.support.peer import TestPeer
 

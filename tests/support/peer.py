@@ -25,7 +25,7 @@ from gateway.emulator.audio import FRAME_SAMPLES, PacedAudioTrack, tone
 from gateway.emulator.vad import SAMPLE_RATE, Samples
 from gateway.protocol.sdp import call_id_from_location
 from gateway.rtc import ice
-from gateway.rtc.peer import OwnedPeerConnection
+from gateway.rtc.compat import OwnedPeerConnection
 
 Event = dict[str, Any]
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)

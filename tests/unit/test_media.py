@@ -6,10 +6,10 @@ from fractions import Fraction
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from gateway.rtc import compat
 from gateway.rtc.media import (
     PacketForwarder,
     RelayTrack,
-    check_aiortc_hooks,
     choose_codec,
     pump_audio,
 )
@@ -119,9 +119,20 @@ class TestPacketForwarder:
         assert bytes(packet) == b"\x11\x22\x33"
         assert packet.time_base == Fraction(1, 8000)
 
+    def test_empty_payloads_are_not_forwarded(self) -> None:
+        """A packet with no payload (a bare header, or padding only) is dropped: a decoder may
+        take an empty frame for the end of the stream."""
+        sink = RelayTrack()
+        forwarder = PacketForwarder(sink, 48000)
+        forwarder.add(FakeRtp(0))
+        forwarder.add(FakeRtp(960, b""))
+        forwarder.add(FakeRtp(1920))
+        assert [p.pts for p in sink._frames] == [0, 1920]
+        assert forwarder.dropped_empty == 1
+
     def test_aiortc_still_has_the_hook(self) -> None:
         """Fails loudly if aiortc's receiver loses the attribute passthrough replaces."""
-        check_aiortc_hooks()
+        compat.check()
 
 
 class TestChooseCodec:

@@ -80,3 +80,35 @@ class TestRedaction:
         )
         assert out["authorization"] == REDACTED
         assert out["nested"] == {"list": [REDACTED], "api_key": REDACTED}
+
+
+class TestOutstandingCap:
+    def test_minting_past_the_cap_is_refused(self) -> None:
+        """At max_outstanding unused secrets, a mint answers 429 instead of growing the store."""
+        from gateway.errors import RateLimited
+
+        store = ClientSecretStore(max_outstanding=3)
+        for _ in range(3):
+            store.mint({}, 60)
+        with pytest.raises(RateLimited) as info:
+            store.mint({}, 60)
+        assert info.value.status == 429 and info.value.retry_after == 5
+        assert len(store) == 3
+
+    def test_using_a_secret_makes_room(self) -> None:
+        """A redeemed single-use secret frees its place."""
+        store = ClientSecretStore(max_outstanding=1)
+        token, _ = store.mint({}, 60)
+        store.redeem(token)
+        store.mint({}, 60)
+
+    def test_expired_secrets_behind_a_long_lived_one_are_found_at_the_cap(self) -> None:
+        """Secrets expire out of mint order; at the cap the whole store is searched."""
+        clock = Clock()
+        store = ClientSecretStore(max_outstanding=3, clock=clock)
+        store.mint({}, 7200)
+        store.mint({}, 10)
+        store.mint({}, 10)
+        clock.now += 11
+        store.mint({}, 10)
+        assert len(store) == 2
