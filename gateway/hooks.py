@@ -25,10 +25,10 @@ from typing import Any, Final
 import structlog
 
 from gateway.config import ConfigError
+from gateway.types import Event
 
 log = structlog.get_logger(__name__)
 
-Event = dict[str, Any]
 
 HOOK_NAMES: Final = ("on_session_start", "on_client_event", "on_server_event", "on_session_end")
 DEFAULT_TIMEOUT: Final = 5.0

@@ -35,17 +35,15 @@ from gateway.protocol.events import (
     parse_client_event,
     parse_event,
 )
-from gateway.toolcalls import ServerCall, ToolCoordinator
 from gateway.tools import ToolResult
+from gateway.tools.coordinator import ServerCall, ToolCoordinator
 from gateway.transcripts import TranscriptBuilder, TranscriptWriter
+from gateway.types import Event, Message, Reply
 
 log = structlog.get_logger(__name__)
 
 # Seconds a call's end waits for its transcript to reach the disk.
 TRANSCRIPT_CLOSE_TIMEOUT = 5.0
-
-Message = str | bytes
-Event = dict[str, Any]
 
 
 class LogThrottle:
@@ -110,7 +108,7 @@ class EventPipeline:
         hooks: Hooks,
         tools: ToolCoordinator | None,
         transcript: TranscriptWriter | None,
-        to_browser: Callable[[Message], None],
+        to_browser: Reply,
         log_throttle: LogThrottle | None = None,
     ) -> None:
         self.info = info
@@ -130,7 +128,7 @@ class EventPipeline:
     # -- browser → upstream -------------------------------------------------------------------
 
     async def client_message(
-        self, message: Message, reply: Callable[[Message], None] | None = None
+        self, message: Message, reply: Reply | None = None
     ) -> Message | None:
         """The message to send upstream, or None if it was refused or dropped.
 
@@ -225,7 +223,7 @@ class EventPipeline:
         self,
         error: GatewayError,
         event: Event | None,
-        reply: Callable[[Message], None] | None = None,
+        reply: Reply | None = None,
     ) -> None:
         """Answer a refused client event with an OpenAI-shaped ``error`` event."""
         self.stats.client_errors += 1

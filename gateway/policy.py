@@ -53,8 +53,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.beta import beta_session_paths
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.protocol.paths import MISSING, get_path
-
-Event = dict[str, Any]
+from gateway.types import Event
 
 RULES: Final = (
     "event_type_not_allowed",

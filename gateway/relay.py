@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,11 +35,12 @@ from gateway.rtc.media import (
     forward_encoded,
     pump_audio,
 )
-from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Message, Peer
+from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Peer
 from gateway.tasks import TaskSet
-from gateway.toolcalls import ToolCoordinator
 from gateway.tools import ToolRegistry, run_tool
+from gateway.tools.coordinator import ToolCoordinator
 from gateway.transcripts import TranscriptWriter
+from gateway.types import Message, Reply
 from gateway.upstream.client import UpstreamClient
 
 log = structlog.get_logger(__name__)
@@ -338,7 +338,7 @@ class Call:
     def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
         self._subscribers.discard(queue)
 
-    async def inject(self, message: Message, reply: Callable[[Message], None]) -> None:
+    async def inject(self, message: Message, reply: Reply) -> None:
         """A client event from the sideband: same policy, hooks and tools as the browser's."""
         out = await self.pipeline.client_message(message, reply)
         if out is not None:

@@ -28,7 +28,6 @@ from gateway.emulator.responses import Response
 from gateway.emulator.vad import InputAudioStats, VadConfig
 from gateway.errors import GatewayError, InvalidOffer
 from gateway.protocol.events import (
-    Event,
     client_event_id,
     encode_event,
     error_event,
@@ -36,6 +35,7 @@ from gateway.protocol.events import (
 )
 from gateway.rtc import ice
 from gateway.rtc.compat import OwnedPeerConnection
+from gateway.types import Event
 
 log = structlog.get_logger(__name__)
 

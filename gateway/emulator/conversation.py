@@ -19,7 +19,7 @@ from gateway.emulator.responses import Response, plan
 from gateway.emulator.turns import InputTurns, TurnEnded, TurnStarted
 from gateway.emulator.vad import Samples, VadConfig
 from gateway.errors import InvalidRequest
-from gateway.protocol.events import Event
+from gateway.types import Event
 
 DEFAULT_VAD = VadConfig()
 _RATE_LIMITS = [

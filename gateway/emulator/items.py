@@ -13,7 +13,8 @@ from typing import Any
 from gateway.emulator.session import new_id
 from gateway.emulator.vad import Samples
 from gateway.errors import InvalidRequest
-from gateway.protocol.events import Event, new_event_id
+from gateway.protocol.events import new_event_id
+from gateway.types import Event
 
 Item = dict[str, Any]
 

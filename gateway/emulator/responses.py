@@ -25,7 +25,7 @@ from gateway.emulator.items import (
 )
 from gateway.emulator.session import Session, dig, function_tools, new_id
 from gateway.emulator.vad import SAMPLE_RATE, Samples
-from gateway.protocol.events import Event
+from gateway.types import Event
 
 
 def find_json_object(text: str) -> str | None:

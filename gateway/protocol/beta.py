@@ -19,8 +19,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from gateway.protocol.paths import MISSING, get_path
-
-Event = dict[str, Any]
+from gateway.types import Event
 
 BETA_RENAMES: Final[Mapping[str, str]] = MappingProxyType(
     {

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import GatewayError, InvalidRequest
-
-Event = dict[str, Any]
+from gateway.types import Event
 
 
 def new_event_id() -> str:

@@ -27,6 +27,7 @@ from gateway.errors import InvalidOffer, Unavailable, UpstreamError
 from gateway.protocol.sdp import announce_address
 from gateway.rtc import compat, ice
 from gateway.rtc.compat import OwnedPeerConnection
+from gateway.types import Message
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +39,6 @@ BROWSER_MAX_MESSAGE = 262144
 # anything beyond this is a runaway sender, not a startup race.
 MAX_PENDING = 1000
 INBOX_SIZE = 1000
-
-Message = str | bytes
 
 
 class Peer:

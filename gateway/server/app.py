@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.client_secrets import ClientSecretStore
 from gateway.config import Secret, Settings
 from gateway.emulator import Emulator, EmulatorSettings
 from gateway.hooks import load_hooks
@@ -21,7 +22,7 @@ from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices
 from gateway.rtc import compat, guard
-from gateway.server import pages, realtime, sideband
+from gateway.server import demo, probes, realtime, sideband
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
     cors_middleware,
@@ -31,7 +32,6 @@ from gateway.server.middlewares import (
     shape_bare_errors,
 )
 from gateway.server.state import STATE, GatewayState
-from gateway.tokens import ClientSecretStore
 from gateway.tools import ToolRegistry, load_tool_modules
 from gateway.upstream.client import UpstreamClient
 
@@ -100,10 +100,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     sideband.add_routes(app)
-    pages.add_routes(
+    probes.add_routes(app)
+    demo.add_routes(
         app,
         demo=settings.demo_enabled,
-        web_dir=Path(settings.web_dir) if settings.web_dir else pages.DEFAULT_WEB_DIR,
+        web_dir=Path(settings.web_dir) if settings.web_dir else demo.DEFAULT_WEB_DIR,
     )
     # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
     app.cleanup_ctx.append(_upstream)

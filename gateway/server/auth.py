@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.client_secrets import TOKEN_PREFIX
 from gateway.errors import AuthenticationError
 from gateway.server.state import GatewayState
-from gateway.tokens import TOKEN_PREFIX
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.client_secrets import token_digest
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -33,7 +34,6 @@ from gateway.relay import Call, CallRequest, Dialect, new_call_id, open_call
 from gateway.server.auth import identify, require_server
 from gateway.server.body import read_json, read_offer
 from gateway.server.state import STATE, GatewayState
-from gateway.tokens import token_digest
 
 log = structlog.get_logger(__name__)
 

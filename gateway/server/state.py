@@ -11,6 +11,7 @@ from aiohttp import web
 from aiortc import RTCIceServer
 
 from gateway.calls import CallRegistry
+from gateway.client_secrets import ClientSecretStore
 from gateway.config import IceServer, Settings
 from gateway.emulator import Emulator
 from gateway.errors import RateLimited, Unavailable
@@ -19,7 +20,6 @@ from gateway.protocol.session import deep_merge, default_session
 from gateway.ratelimit import SlidingWindow
 from gateway.relay import CallServices, LegOptions
 from gateway.rtc import ice
-from gateway.tokens import ClientSecretStore
 from gateway.upstream.client import UpstreamClient
 
 # After a call found no free media port, readiness stays false this long (seconds), even if the

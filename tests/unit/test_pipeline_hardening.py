@@ -12,9 +12,10 @@ from structlog.testing import capture_logs
 
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
-from gateway.pipeline import EventPipeline, LogThrottle, Message
+from gateway.pipeline import EventPipeline, LogThrottle
 from gateway.policy import ClientPolicy
 from gateway.protocol.events import UndecodableText
+from gateway.types import Message
 
 SESSION: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime", "instructions": "Serve."}
 CLIENT_LINES = ("call.client_event_rejected", "policy.violation")

@@ -44,10 +44,10 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.events import new_event_id
 from gateway.protocol.paths import MISSING
 from gateway.tools import Tool, ToolRegistry, ToolResult, run_tool
+from gateway.types import Event
 
 log = structlog.get_logger(__name__)
 
-Event = dict[str, Any]
 Runner = Callable[[Tool, str], Coroutine[Any, Any, ToolResult]]
 
 

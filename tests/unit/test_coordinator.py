@@ -10,8 +10,8 @@ import pytest
 
 from gateway.emulator.items import Context, Items
 from gateway.errors import InvalidRequest
-from gateway.toolcalls import ToolCoordinator
 from gateway.tools import Tool, ToolRegistry, ToolResult, tool
+from gateway.tools.coordinator import ToolCoordinator
 
 
 @tool

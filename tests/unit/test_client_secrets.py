@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.client_secrets import ClientSecretStore
 from gateway.errors import AuthenticationError
 from gateway.log import REDACTED, Redactor, redact_text
-from gateway.tokens import ClientSecretStore
 
 
 class Clock:
