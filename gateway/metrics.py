@@ -12,13 +12,23 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.protocol.catalog import label_for
 
 PREFIX = "realtime_gateway"
-OUTCOMES = ("completed", "browser_gone", "upstream_error", "rejected", "timeout", "shutdown")
+# The outcome label of a call (gateway.call.outcomes maps every end reason to one).
+OUTCOMES = (
+    "completed",
+    "browser_gone",
+    "upstream_error",
+    "rejected",
+    "timeout",
+    "shutdown",
+    "failed",
+)
+LEGS = ("browser", "upstream")
 SETUP_STAGES = ("upstream_sdp", "answer", "browser_connected", "first_upstream_audio")
 TOKEN_KINDS = ("input_text", "input_audio", "input_cached", "output_text", "output_audio")
 
@@ -44,6 +54,25 @@ class _AudioCollector(Collector):
         for leg in ("browser", "upstream"):
             for direction in ("in", "out"):
                 family.add_metric([leg, direction], totals.get((leg, direction), 0))
+        yield family
+
+
+class _JitterCollector(Collector):
+    def __init__(self, live: Callable[[], Iterable[Mapping[str, float]]]) -> None:
+        self._live = live
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        highest = dict.fromkeys(LEGS, 0.0)
+        for jitter in self._live():
+            for leg, seconds in jitter.items():
+                highest[leg] = max(highest.get(leg, 0.0), seconds)
+        family = GaugeMetricFamily(
+            f"{PREFIX}_audio_jitter_seconds",
+            "Highest receive jitter among live calls, per leg (RTCP statistics); 0 without calls.",
+            labels=("leg",),
+        )
+        for leg, seconds in highest.items():
+            family.add_metric([leg], seconds)
         yield family
 
 
@@ -96,9 +125,10 @@ class Metrics:
             ["leg"],
             registry=r,
         )
-        self._jitter = Gauge(
-            f"{PREFIX}_audio_jitter_seconds",
-            "Highest receive jitter among live calls, per leg (RTCP statistics).",
+        self._messages_dropped = Counter(
+            f"{PREFIX}_messages_dropped",
+            "Data-channel messages lost by ended calls, per leg (sent after a leg ended, or "
+            "beyond a full queue).",
             ["leg"],
             registry=r,
         )
@@ -136,25 +166,36 @@ class Metrics:
         r.register(_AudioCollector(lambda: self._live_audio(), self._ended_audio))
         self._media_drops: Callable[[], Mapping[str, int]] = dict
         r.register(_DropCollector(lambda: self._media_drops()))
+        self._live_jitter: Callable[[], Iterable[Mapping[str, float]]] = list
+        r.register(_JitterCollector(lambda: self._live_jitter()))
         for outcome in OUTCOMES:
             self._sessions.labels(outcome)
         for kind in TOKEN_KINDS:
             self._tokens.labels(kind)
-        for leg in ("browser", "upstream"):
+        for leg in LEGS:
             self._lost.labels(leg)
-            self._jitter.labels(leg)
+            self._messages_dropped.labels(leg)
 
     # -- calls --------------------------------------------------------------------------------
 
     def call_started(self) -> None:
         self._active.inc()
 
-    def call_ended(self, outcome: str, duration: float, audio: AudioCounts) -> None:
+    def call_ended(
+        self,
+        outcome: str,
+        duration: float,
+        audio: AudioCounts,
+        messages_dropped: Mapping[str, int] | None = None,
+    ) -> None:
         self._active.dec()
         self._sessions.labels(outcome).inc()
         self._duration.observe(duration)
         for key, value in audio.items():
             self._ended_audio[key] = self._ended_audio.get(key, 0) + value
+        for leg, count in (messages_dropped or {}).items():
+            if count:
+                self._messages_dropped.labels(leg).inc(count)
 
     def call_rejected(self) -> None:
         self._sessions.labels("rejected").inc()
@@ -170,10 +211,13 @@ class Metrics:
         """Where scrapes read the media plane's drop counts from (by reason)."""
         self._media_drops = read
 
-    def audio_quality(self, leg: str, lost: int, jitter_seconds: float) -> None:
+    def watch_jitter(self, live: Callable[[], Iterable[Mapping[str, float]]]) -> None:
+        """Where scrapes read each live call's latest jitter per leg (seconds) from."""
+        self._live_jitter = live
+
+    def audio_lost(self, leg: str, lost: int) -> None:
         if lost > 0:
             self._lost.labels(leg).inc(lost)
-        self._jitter.labels(leg).set(jitter_seconds)
 
     # -- events -------------------------------------------------------------------------------
 

@@ -186,6 +186,11 @@ def replace_jitter_buffer(receiver: RTCRtpReceiver, buffer: Any) -> None:
     setattr(receiver, _JITTER_BUFFER, buffer)
 
 
+def jitter_buffer(receiver: RTCRtpReceiver) -> Any:
+    """The object aiortc hands ``receiver``'s RTP packets to (its JitterBuffer, by default)."""
+    return getattr(receiver, _JITTER_BUFFER)
+
+
 def stop_decoder_thread(receiver: RTCRtpReceiver) -> None:
     """End the decoder thread aiortc starts per receiver (idle when nothing is decoded)."""
     getattr(receiver, _DECODER_QUEUE).put(None)

@@ -1,5 +1,9 @@
 """The media path: audio from one leg's receiver to the other leg's sender.
 
+:class:`MediaPath` owns both directions of one call's audio, in either mode; nothing else
+branches on the mode. Taps see every packet that arrives on either leg, encoded, with its RTP
+timing (what recording and level meters need), without delaying or changing it.
+
 Two modes, chosen by ``GATEWAY_MEDIA``:
 
 ``passthrough`` (default)
@@ -23,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -35,6 +40,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from gateway.rtc import compat
 
 MediaMode = Literal["passthrough", "transcode"]
+Leg = Literal["browser", "upstream"]
 
 # 25 frames of 20 ms: half a second of slack before the oldest audio is dropped.
 QUEUE_FRAMES = 25
@@ -111,6 +117,35 @@ class RelayTrack(MediaStreamTrack):
         super().stop()
 
 
+@dataclass(frozen=True)
+class TappedPacket:
+    """One RTP packet as it arrived on a leg, before the far leg sees it."""
+
+    leg: Leg
+    payload: bytes
+    timestamp: int
+    sequence: int
+    arrival: float
+    """``time.monotonic()`` when it reached the media path."""
+    clock_rate: int
+
+
+Tap = Callable[[TappedPacket], None]
+
+
+def _tap_all(taps: list[Tap], leg: Leg, packet: Any, payload: bytes, clock_rate: int) -> None:
+    tapped = TappedPacket(
+        leg=leg,
+        payload=payload,
+        timestamp=int(packet.timestamp),
+        sequence=int(packet.sequence_number),
+        arrival=time.monotonic(),
+        clock_rate=clock_rate,
+    )
+    for tap in taps:
+        tap(tapped)
+
+
 class PacketForwarder:
     """Stands in for an audio receiver's jitter buffer, forwarding payloads undecoded.
 
@@ -123,8 +158,19 @@ class PacketForwarder:
 
     capacity = 16  # read by nothing we know of; kept for parity with JitterBuffer
 
-    def __init__(self, sink: RelayTrack, clock_rate: int) -> None:
+    def __init__(
+        self,
+        sink: RelayTrack,
+        clock_rate: int,
+        *,
+        leg: Leg = "browser",
+        taps: list[Tap] | None = None,
+    ) -> None:
         self._sink = sink
+        self._leg: Leg = leg
+        self._clock_rate = clock_rate
+        # Shared with the media path, so a tap added later sees the packets from then on.
+        self._taps = taps if taps is not None else []
         self._time_base = Fraction(1, clock_rate)
         self._last_timestamp: int | None = None
         self._pts = 0
@@ -139,6 +185,8 @@ class PacketForwarder:
             # for the end of the stream and stop decoding for the rest of the call.
             self.dropped_empty += 1
             return False, None
+        if self._taps:
+            _tap_all(self._taps, self._leg, packet, payload, self._clock_rate)
         timestamp = int(packet.timestamp)
         if self._last_timestamp is not None:
             delta = (timestamp - self._last_timestamp) & 0xFFFFFFFF
@@ -155,15 +203,100 @@ class PacketForwarder:
         return False, None  # nothing for aiortc's decoder
 
 
-def forward_encoded(receiver: RTCRtpReceiver, sink: RelayTrack, clock_rate: int) -> PacketForwarder:
-    """Route ``receiver``'s audio, still encoded, into ``sink``. Call before media flows."""
-    forwarder = PacketForwarder(sink, clock_rate)
-    compat.replace_jitter_buffer(receiver, forwarder)
-    # aiortc starts a decoder thread per receiver; with nothing to decode, its end-of-stream
-    # marker, queued now, lets it exit as soon as it starts instead of idling for the call.
-    # (receiver.stop() queues another and joins the finished thread.)
-    compat.stop_decoder_thread(receiver)
-    return forwarder
+class _TappingBuffer:
+    """Transcode mode: aiortc's own jitter buffer, with the taps shown each packet first."""
+
+    def __init__(self, inner: Any, leg: Leg, taps: list[Tap], clock_rate: int) -> None:
+        self._inner = inner
+        self._leg: Leg = leg
+        self._taps = taps
+        self._clock_rate = clock_rate
+        self.capacity = inner.capacity
+
+    def add(self, packet: Any) -> Any:
+        if self._taps:
+            payload = compat.rtp_payload(packet)
+            if payload:
+                _tap_all(self._taps, self._leg, packet, payload, self._clock_rate)
+        return self._inner.add(packet)
+
+
+class MediaPath:
+    """Both directions of one call's audio: what each leg sends, where what it receives goes.
+
+    A leg's sender reads :meth:`outgoing`; a leg's receiver is handed to :meth:`incoming` before
+    media flows. :meth:`run` does the work the mode needs (decoding pumps in transcode mode;
+    nothing in passthrough, where aiortc's callbacks push each packet through).
+    """
+
+    def __init__(self, mode: MediaMode, codec: RTCRtpCodecCapability) -> None:
+        self.mode: MediaMode = mode
+        self.codec = codec
+        self.clock_rate: int = codec.clockRate
+        self.to_browser = RelayTrack()
+        self.to_upstream = RelayTrack()
+        self.forwarders: dict[Leg, PacketForwarder] = {}
+        self._pumps: list[tuple[RTCRtpReceiver, RelayTrack]] = []
+        self._taps: list[Tap] = []
+
+    def outgoing(self, leg: Leg) -> RelayTrack:
+        """The track ``leg``'s sender reads: what the other leg sent."""
+        return self.to_browser if leg == "browser" else self.to_upstream
+
+    def incoming(self, leg: Leg, receiver: RTCRtpReceiver) -> None:
+        """Route what ``receiver`` (of ``leg``) gets to the other leg, in this path's mode."""
+        sink = self.to_upstream if leg == "browser" else self.to_browser
+        if self.mode == "passthrough":
+            forwarder = PacketForwarder(sink, self.clock_rate, leg=leg, taps=self._taps)
+            compat.replace_jitter_buffer(receiver, forwarder)
+            # aiortc starts a decoder thread per receiver; with nothing to decode, its
+            # end-of-stream marker, queued now, lets it exit as soon as it starts instead of
+            # idling for the call. (receiver.stop() queues another and joins the thread.)
+            compat.stop_decoder_thread(receiver)
+            self.forwarders[leg] = forwarder
+        else:
+            inner = compat.jitter_buffer(receiver)
+            tapping = _TappingBuffer(inner, leg, self._taps, self.clock_rate)
+            compat.replace_jitter_buffer(receiver, tapping)
+            # Its track exists only once the remote description is applied: read it in run().
+            self._pumps.append((receiver, sink))
+
+    def add_tap(self, tap: Tap) -> None:
+        """Show ``tap`` every packet from now on, from both legs (called on the event loop;
+        it must be quick and must not raise)."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+
+    async def run(self) -> None:
+        """Move decoded audio in transcode mode; returns when the pumps end (at once in
+        passthrough, which needs no task)."""
+        if self._pumps:
+            async with asyncio.TaskGroup() as tg:
+                for receiver, sink in self._pumps:
+                    tg.create_task(pump_audio(receiver.track, sink))
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Packets per (leg, direction) so far; ``in`` is what that leg sent us."""
+        return {
+            ("browser", "in"): self.to_upstream.frames_in,
+            ("upstream", "out"): self.to_upstream.frames_out,
+            ("upstream", "in"): self.to_browser.frames_in,
+            ("browser", "out"): self.to_browser.frames_out,
+        }
+
+    def dropped(self) -> dict[str, int]:
+        """Stale audio dropped while the far leg was not yet consuming (bounded queues)."""
+        return {
+            "to_browser": self.to_browser.frames_dropped,
+            "to_upstream": self.to_upstream.frames_dropped,
+        }
+
+    def finish(self) -> None:
+        self.to_browser.finish()
+        self.to_upstream.finish()
 
 
 async def pump_audio(source: MediaStreamTrack, sink: RelayTrack) -> None:

@@ -9,6 +9,7 @@ flushed the moment it opens; messages received go to :attr:`Peer.inbox` for the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -16,17 +17,15 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
-    RTCRtpReceiver,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from gateway.errors import InvalidOffer, Unavailable, UpstreamError
 from gateway.protocol.sdp import announce_address
 from gateway.rtc import compat, ice
 from gateway.rtc.compat import OwnedPeerConnection
+from gateway.rtc.media import Leg, MediaPath
 from gateway.types import Message
 
 log = structlog.get_logger(__name__)
@@ -46,7 +45,7 @@ class Peer:
 
     def __init__(
         self,
-        name: str,
+        name: Leg,
         *,
         ice_addresses: Sequence[str] = (),
         ice_servers: Sequence[RTCIceServer] = (),
@@ -56,7 +55,7 @@ class Peer:
         max_message: int = compat.DEFAULT_MAX_MESSAGE,
         port_usage: ice.PortUsage | None = None,
     ) -> None:
-        self.name = name
+        self.name: Leg = name
         self._port_usage = port_usage
         self._max_message = max_message
         self._ice_addresses = tuple(ice_addresses)
@@ -73,8 +72,6 @@ class Peer:
         )
         self.channel: RTCDataChannel | None = None
         self.inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_SIZE)
-        self.remote_audio: MediaStreamTrack | None = None
-        self.audio_receiver: RTCRtpReceiver | None = None
         self.channel_open = asyncio.Event()
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
@@ -85,17 +82,11 @@ class Peer:
         self._closing: asyncio.Future[None] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("track", self._on_track)
 
     # -- signalling -------------------------------------------------------------------------
 
-    async def answer(
-        self,
-        offer_sdp: str,
-        outgoing_audio: MediaStreamTrack,
-        codec: RTCRtpCodecCapability | None = None,
-    ) -> str:
-        """Answer a browser's offer, sending ``outgoing_audio`` back on its audio m-line."""
+    async def answer(self, offer_sdp: str, media: MediaPath) -> str:
+        """Answer a browser's offer; its audio m-line carries ``media`` both ways."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
@@ -103,10 +94,9 @@ class Peer:
                 raise InvalidOffer("The SDP offer has no usable audio section.")
             # The first audio m-line carries the conversation, both ways, whatever it said.
             audio[0].direction = "sendrecv"
-            audio[0].sender.replaceTrack(outgoing_audio)
-            if codec is not None:
-                audio[0].setCodecPreferences([codec])
-            self.audio_receiver = audio[0].receiver
+            audio[0].sender.replaceTrack(media.outgoing(self.name))
+            audio[0].setCodecPreferences([media.codec])
+            media.incoming(self.name, audio[0].receiver)
             answer = await self.pc.createAnswer()
             with ice.gathering(self._ice_addresses, self._port_range, self._port_usage) as gathered:
                 await self.pc.setLocalDescription(answer)
@@ -130,14 +120,12 @@ class Peer:
         sdp = str(self.pc.localDescription.sdp)
         return announce_address(sdp, self._public_ip) if self._public_ip else sdp
 
-    async def offer(
-        self, outgoing_audio: MediaStreamTrack, codec: RTCRtpCodecCapability | None = None
-    ) -> str:
-        """Create the upstream offer: one sendrecv audio track and the ``oai-events`` channel."""
-        transceiver = self.pc.addTransceiver(outgoing_audio, direction="sendrecv")
-        if codec is not None:
-            transceiver.setCodecPreferences([codec])
-        self.audio_receiver = transceiver.receiver
+    async def offer(self, media: MediaPath) -> str:
+        """Create an offer (the upstream leg): ``media`` on one sendrecv audio m-line, and the
+        ``oai-events`` channel."""
+        transceiver = self.pc.addTransceiver(media.outgoing(self.name), direction="sendrecv")
+        transceiver.setCodecPreferences([media.codec])
+        media.incoming(self.name, transceiver.receiver)
         self._adopt_channel(self.pc.createDataChannel(CHANNEL_LABEL))
         offer = await self.pc.createOffer()
         with ice.gathering(self._ice_addresses, self._port_range, self._port_usage) as gathered:
@@ -207,10 +195,6 @@ class Peer:
             self.messages_dropped += 1
             log.warning("peer.inbox_overflow", leg=self.name)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio" and self.remote_audio is None:
-            self.remote_audio = track
-
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
@@ -238,6 +222,18 @@ class Peer:
             log.exception("peer.close_failed", leg=self.name)
         finally:
             self._closing.set_result(None)
+
+    async def drain(self, limit: float = 0.5) -> None:
+        """Give queued data-channel bytes a moment (at most ``limit`` s) to leave before the
+        peer is closed."""
+        channel = self.channel
+        if channel is None:
+            return
+        deadline = time.monotonic() + limit
+        await asyncio.sleep(0.05)
+        # Polled: aiortc's "bufferedamountlow" fires only when crossing the threshold.
+        while channel.bufferedAmount > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
     def packets_received(self) -> int:
         """Datagrams received from the remote peer (authenticated or validated), of any kind:

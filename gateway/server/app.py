@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.call.outcomes import EndReason
+from gateway.call.setup import CallServices
 from gateway.client_secrets import ClientSecretStore
-from gateway.config import Secret, Settings
-from gateway.emulator import Emulator, EmulatorSettings
+from gateway.config import Settings
 from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.ratelimit import SlidingWindow
-from gateway.relay import CallServices
 from gateway.rtc import compat, guard
 from gateway.server import demo, probes, realtime, sideband
 from gateway.server.heads import HEADS, HeadDeadline
@@ -33,7 +32,8 @@ from gateway.server.middlewares import (
 )
 from gateway.server.state import STATE, GatewayState
 from gateway.tools import ToolRegistry, load_tool_modules
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.base import UpstreamFactory
+from gateway.upstream.factory import realtime_upstreams
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,14 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
     )
 
 
-def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    upstreams: UpstreamFactory | None = None,
+) -> web.Application:
+    """The gateway as an aiohttp application. ``upstreams`` makes calls' upstream sessions
+    (default: OpenAI Realtime, or the built-in emulator without ``OPENAI_API_KEY``)."""
     compat.install()
     state = GatewayState(
         settings=settings,
@@ -97,6 +104,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.on_response_prepare.append(shape_bare_errors)
     state.metrics.set_capacity(settings.max_calls)
     state.metrics.watch_audio(lambda: [call.audio_counts() for call in state.calls])
+    state.metrics.watch_jitter(lambda: [call.jitter for call in state.calls])
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     sideband.add_routes(app)
@@ -107,44 +115,34 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         web_dir=Path(settings.web_dir) if settings.web_dir else demo.DEFAULT_WEB_DIR,
     )
     # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
-    app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_upstreams(upstreams))
     app.cleanup_ctx.append(_calls)
     return app
 
 
-async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    settings = state.settings
-    async with aiohttp.ClientSession() as http:
-        emulator: Emulator | None = None
-        if settings.openai_api_key is None:
-            # A fresh internal key per run: the emulator answers only this gateway.
-            internal = Secret("sk-emulator-" + secrets.token_urlsafe(16))
-            emulator = Emulator(
-                EmulatorSettings(
-                    ice_addresses=settings.upstream_ice_addresses or ("127.0.0.1",),
-                    api_key=internal.reveal(),
-                )
-            )
-            base_url, key = await emulator.start(), internal
-        else:
-            base_url, key = settings.openai_base_url, settings.openai_api_key
-        state.emulator = emulator
-        state.upstream_base_url = base_url
-        state.client = UpstreamClient(http, base_url, key, timeout=settings.upstream_timeout)
-        log.info("upstream.ready", upstream="emulator" if emulator else "openai", base_url=base_url)
-        try:
+def _upstreams(factory: UpstreamFactory | None) -> Any:
+    async def upstreams(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+        if factory is not None:
+            state.upstreams = factory
             yield
-        finally:
-            state.client = None
-            if emulator is not None:
-                await emulator.aclose()
+            return
+        async with realtime_upstreams(
+            state.settings, state.realtime_options, state.metrics
+        ) as made:
+            state.upstreams = made
+            try:
+                yield
+            finally:
+                state.upstreams = None
+
+    return upstreams
 
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:
     yield
     state = app[STATE]
-    await state.calls.close_all("shutdown")
+    await state.calls.close_all(EndReason.SHUTDOWN)
     await state.services.background.aclose()
 
 
@@ -165,5 +163,5 @@ async def drain(app: web.Application, grace: float) -> None:
             break
         await asyncio.sleep(0.2)
     remaining = len(state.calls)
-    await state.calls.close_all("shutdown")
+    await state.calls.close_all(EndReason.SHUTDOWN)
     log.info("gateway.drained", ended_by_shutdown=remaining)

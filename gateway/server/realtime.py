@@ -15,6 +15,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.call.outcomes import EndReason
+from gateway.call.setup import CallRequest, Dialect, new_call_id, open_call
 from gateway.client_secrets import token_digest
 from gateway.errors import (
     AuthenticationError,
@@ -30,7 +32,6 @@ from gateway.protocol.session import (
     parse_client_secret_request,
     without_locked,
 )
-from gateway.relay import Call, CallRequest, Dialect, new_call_id, open_call
 from gateway.server.auth import identify, require_server
 from gateway.server.body import read_json, read_offer
 from gateway.server.state import STATE, GatewayState
@@ -128,7 +129,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
                 log.info("call.locked_fields_ignored", fields=removed, dialect=dialect)
     # What the app's backend put in the client secret wins over what the browser asks for.
     overrides: list[dict[str, Any] | None] = [*requested, token_session]
-    if state.client is None:
+    if state.upstreams is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()
     structlog.contextvars.bind_contextvars(call_id=call_id)
@@ -142,7 +143,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
                 dialect=dialect,
                 token_digest=digest,
             ),
-            client=state.client,
+            upstreams=state.upstreams,
             options=state.leg_options,
             services=state.services,
             started_at=started,
@@ -160,9 +161,8 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         try:
             state.secrets.redeem(caller.token)
         except AuthenticationError:
-            # Another request redeemed this single-use secret first.
-            call.stop("token_reused")
-            await call.run()
+            # Another request redeemed this single-use secret first: the call never starts.
+            await call.discard(EndReason.TOKEN_REUSED)
             raise
     # Every later line of the call (its task copies this context) names both ids.
     structlog.contextvars.bind_contextvars(upstream_call_id=call.upstream_call_id)
@@ -202,7 +202,7 @@ async def hangup(request: web.Request) -> web.Response:
     if call is None or not allowed:
         # The same answer for "no such call" and "not yours": no probing for live call ids.
         raise NotFound(f"No call found with id '{call_id}'.", param="call_id")
-    call.stop("hangup")
+    call.stop(EndReason.HANGUP)
     try:
         async with asyncio.timeout(HANGUP_WAIT):
             await call.wait_done()
@@ -211,36 +211,11 @@ async def hangup(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _call_view(call: Call) -> dict[str, Any]:
-    stats = call.pipeline.stats
-    return {
-        "id": call.call_id,
-        "object": "realtime.call",
-        "upstream_call_id": call.upstream_call_id,
-        "dialect": call.dialect,
-        "media": call.options.media,
-        "age_s": round(time.monotonic() - call.created_at, 3),
-        "state": {
-            "browser": call.browser.pc.connectionState,
-            "upstream": call.upstream.pc.connectionState,
-        },
-        "events": {
-            "client": stats.client_events,
-            "server": stats.server_events,
-            "client_errors": stats.client_errors,
-            "policy_violations": stats.policy_violations,
-        },
-        "tool_calls": stats.tool_calls,
-        "usage": dict(stats.tokens),
-        "audio_packets": {f"{leg}_{d}": n for (leg, d), n in call.audio_counts().items()},
-    }
-
-
 async def list_calls(request: web.Request) -> web.Response:
     """Admin (gateway key): every live call on this process."""
     state = _state(request)
     require_server(request, state)
-    data = [_call_view(call) for call in state.calls]
+    data = [call.snapshot().view() for call in state.calls]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -248,7 +223,7 @@ async def get_call(request: web.Request) -> web.Response:
     """Admin (gateway key): one live call."""
     state = _state(request)
     require_server(request, state)
-    return web.json_response(_call_view(state.calls.get(request.match_info["call_id"])))
+    return web.json_response(state.calls.get(request.match_info["call_id"]).snapshot().view())
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from gateway.calls import CallRegistry
+from gateway.call.registry import CallRegistry
+from gateway.call.setup import CallServices, LegOptions
 from gateway.client_secrets import ClientSecretStore
 from gateway.config import IceServer, Settings
 from gateway.emulator import Emulator
@@ -18,9 +19,10 @@ from gateway.errors import RateLimited, Unavailable
 from gateway.metrics import Metrics
 from gateway.protocol.session import deep_merge, default_session
 from gateway.ratelimit import SlidingWindow
-from gateway.relay import CallServices, LegOptions
 from gateway.rtc import ice
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.base import UpstreamFactory
+from gateway.upstream.factory import RealtimeUpstreams
+from gateway.upstream.realtime import RealtimeOptions
 
 # After a call found no free media port, readiness stays false this long (seconds), even if the
 # sockets this process counts say otherwise: another process may hold ports of the range.
@@ -41,10 +43,14 @@ class GatewayState:
     ports: ice.PortUsage = field(default_factory=ice.PortUsage)
     # Calls being set up (offer received, answer not yet sent): they count against capacity.
     pending: int = 0
-    # Set by the upstream cleanup context once the HTTP client (and the emulator) are up.
-    client: UpstreamClient | None = None
-    upstream_base_url: str = ""
-    emulator: Emulator | None = None
+    # Where calls' upstream sessions come from; set once the app has started.
+    upstreams: UpstreamFactory | None = None
+
+    @property
+    def emulator(self) -> Emulator | None:
+        """The built-in emulator, when calls go to it."""
+        made = self.upstreams
+        return made.emulator if isinstance(made, RealtimeUpstreams) else None
 
     @property
     def metrics(self) -> Metrics:
@@ -126,7 +132,6 @@ class GatewayState:
         # Settings never change after startup: built once, not per call.
         return LegOptions(
             ice_addresses=self.settings.ice_addresses,
-            upstream_ice_addresses=self.settings.upstream_ice_addresses,
             connect_timeout=self.settings.connect_timeout,
             peer_timeout=self.settings.peer_timeout,
             idle_timeout=self.settings.idle_timeout,
@@ -135,9 +140,16 @@ class GatewayState:
             public_ip=self.settings.public_ip,
             ice_servers=_rtc_servers(self.settings.ice_servers),
             relay_only=self.settings.ice_transport_policy == "relay",
-            upstream_ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
             media="transcode" if self.settings.media == "transcode" else "passthrough",
             port_usage=self.ports,
+        )
+
+    @cached_property
+    def realtime_options(self) -> RealtimeOptions:
+        """How the upstream leg gathers (OpenAI Realtime over WebRTC)."""
+        return RealtimeOptions(
+            ice_addresses=self.settings.upstream_ice_addresses,
+            ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
         )
 
     def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:

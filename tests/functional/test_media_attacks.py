@@ -135,7 +135,10 @@ class TestOffPathDatagrams:
                     udp.send(datagram, port)
         emulator_pc = live.upstream._pc  # the emulator's end of the upstream leg
         assert live.peer.pc is not None and emulator_pc is not None
-        for far_end, leg in ((live.peer.pc, live.call.browser), (emulator_pc, live.call.upstream)):
+        for far_end, leg in (
+            (live.peer.pc, live.call.browser),
+            (emulator_pc, live.call.upstream.peer),
+        ):
             for sock in attacker.ice_sockets(far_end).values():
                 for port in attacker.local_addresses(leg.pc):
                     sock.sendto(datagram, port)

@@ -175,18 +175,16 @@ class TestGaFlow:
         assert peer.received.energy_frames(threshold=0.02) >= 20
         assert peer.received.peak_rms > 0.05
         (relayed,) = state_of(gateway).calls
-        decoders = [
-            leg.audio_receiver._RTCRtpReceiver__decoder_thread  # type: ignore[union-attr]
-            for leg in (relayed.browser, relayed.upstream)
-        ]
+        pcs = [relayed.browser.pc, relayed.upstream.peer.pc]  # type: ignore[attr-defined]
+        decoders = [pc.getReceivers()[0]._RTCRtpReceiver__decoder_thread for pc in pcs]
+        forwarders = relayed.media.forwarders
         if media == "passthrough":
             # Encoded payloads went straight across: nothing was decoded on the way, and
             # aiortc's decoder threads, with nothing to do, are gone.
-            to_upstream, to_browser = relayed.forwarders
-            assert to_upstream.packets >= 40 and to_browser.packets >= 40
+            assert forwarders["browser"].packets >= 40 and forwarders["upstream"].packets >= 40
             assert not any(thread.is_alive() for thread in decoders)
         else:
-            assert relayed.forwarders == ()
+            assert forwarders == {}
             assert all(thread.is_alive() for thread in decoders)
 
     async def test_g711_offer_is_relayed_as_g711(

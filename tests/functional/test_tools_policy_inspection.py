@@ -329,7 +329,7 @@ class TestTranscripts:
     ) -> None:
         """A transcript write that never returns (a dead mount): the call still ends, the
         upstream is hung up, and the gateway is free again within the close timeout."""
-        from gateway import pipeline
+        from gateway.call import pipeline
 
         monkeypatch.setattr(pipeline, "TRANSCRIPT_CLOSE_TIMEOUT", 0.5)
         real_write, release = os.write, threading.Event()

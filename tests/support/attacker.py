@@ -35,8 +35,8 @@ from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 from aiortc.rtp import is_rtcp
 
+from gateway.call.call import Call
 from gateway.emulator import Emulator, EmulatorCall
-from gateway.relay import Call
 from tests.functional.conftest import mint, state_of
 from tests.support.peer import Event, TestPeer
 
@@ -180,7 +180,7 @@ class LiveCall:
     @property
     def ports(self) -> list[Address]:
         """Every UDP address of the call on the gateway: both legs."""
-        return local_addresses(self.call.browser.pc) + local_addresses(self.call.upstream.pc)
+        return local_addresses(self.call.browser.pc) + local_addresses(self.call.upstream.peer.pc)
 
     def alive(self) -> bool:
         return self.call in list(state_of(self.gateway).calls) and not self.call.done

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
@@ -149,3 +150,38 @@ class TestChooseCodec:
         """Opus first, then G.711; nothing we cannot forward."""
         codec = choose_codec(offered)
         assert (codec.mimeType if codec else None) == expected
+
+
+class TestTaps:
+    def packet(self, timestamp: int, sequence: int, payload: bytes = b"\xfc\x01") -> Any:
+        from aiortc.rtp import RtpPacket
+
+        packet = RtpPacket(payload_type=111, sequence_number=sequence, timestamp=timestamp)
+        packet._data = payload
+        return packet
+
+    def test_a_tap_sees_each_packet_with_its_rtp_timing(self) -> None:
+        """Taps get the encoded payload, RTP timestamp and sequence, and the leg it came on."""
+        from gateway.rtc.media import TappedPacket
+
+        seen: list[TappedPacket] = []
+        taps = [seen.append]
+        forwarder = PacketForwarder(RelayTrack(), 48000, leg="upstream", taps=taps)
+        forwarder.add(self.packet(960, 7))
+        forwarder.add(self.packet(1920, 8, b""))  # empty: not a frame, not tapped
+        assert [(p.leg, p.payload, p.timestamp, p.sequence) for p in seen] == [
+            ("upstream", b"\xfc\x01", 960, 7)
+        ]
+
+    def test_transcode_taps_see_packets_before_aiortcs_jitter_buffer(self) -> None:
+        """In transcode mode the taps wrap aiortc's own buffer, which still gets every packet."""
+        from aiortc.jitterbuffer import JitterBuffer
+
+        from gateway.rtc.media import _TappingBuffer
+
+        inner = JitterBuffer(capacity=16, prefetch=4)
+        seen: list[Any] = []
+        buffer = _TappingBuffer(inner, "browser", [seen.append], 48000)
+        buffer.add(self.packet(0, 1))
+        assert len(seen) == 1 and buffer.capacity == 16
+        assert inner._origin == 1  # the inner buffer took the packet too

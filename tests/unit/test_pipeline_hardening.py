@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from gateway.call.pipeline import EventPipeline, LogThrottle
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
-from gateway.pipeline import EventPipeline, LogThrottle
 from gateway.policy import ClientPolicy
 from gateway.protocol.events import UndecodableText
 from gateway.types import Message

@@ -127,9 +127,7 @@ class EventPipeline:
 
     # -- browser → upstream -------------------------------------------------------------------
 
-    async def client_message(
-        self, message: Message, reply: Reply | None = None
-    ) -> Message | None:
+    async def client_message(self, message: Message, reply: Reply | None = None) -> Message | None:
         """The message to send upstream, or None if it was refused or dropped.
 
         Refusals are answered through ``reply`` (the sideband) or else to the browser.

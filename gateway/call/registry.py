@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import structlog
 
+from gateway.call.call import Call
+from gateway.call.outcomes import EndReason
 from gateway.errors import NotFound
-from gateway.relay import Call
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ class CallRegistry:
         if not task.cancelled() and task.exception() is not None:
             log.error("call.crashed", call_id=call_id, exc_info=task.exception())
 
-    async def close_all(self, reason: str = "shutdown", grace: float = 10.0) -> None:
+    async def close_all(self, reason: EndReason = EndReason.SHUTDOWN, grace: float = 10.0) -> None:
         """End every call cleanly; cancel what has not finished after ``grace`` seconds."""
         tasks = list(self._tasks.values())
         for call in list(self._calls.values()):

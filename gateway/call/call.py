@@ -1,0 +1,252 @@
+"""A running call: the browser leg, the upstream session, and everything between them.
+
+:meth:`Call.run` owns every task of the call. Whatever ends it (a hangup, either side failing or
+closing, a watchdog, shutdown, a fault of the gateway's own), both legs are closed and the
+upstream session is hung up before ``run`` returns. A call that must not run at all (its
+single-use secret was taken meanwhile) is :meth:`Call.discard`-ed instead: closed and hung up,
+with no hooks and no transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from gateway.call import watch
+from gateway.call.outcomes import EndReason, farewell_for, outcome_of
+from gateway.call.pipeline import EventPipeline
+from gateway.call.setup import CallRequest, CallServices, Dialect, LegOptions
+from gateway.call.snapshot import CallSnapshot
+from gateway.errors import UpstreamError
+from gateway.metrics import Metrics
+from gateway.protocol.events import encode_event, error_event
+from gateway.rtc.media import MediaPath
+from gateway.types import Message, Reply
+from gateway.upstream.base import Upstream
+
+log = structlog.get_logger(__name__)
+
+# A sideband that falls this many events behind loses the oldest: it must not slow the call.
+SUBSCRIBER_QUEUE = 1000
+
+
+class BrowserLeg(Protocol):
+    """What a call needs of its browser leg (:class:`gateway.rtc.peer.Peer` is one)."""
+
+    inbox: asyncio.Queue[Message]
+    connected: asyncio.Event
+    channel_open: asyncio.Event
+    ended: asyncio.Event
+    end_reason: str | None
+    messages_dropped: int
+
+    @property
+    def connection_state(self) -> str: ...
+
+    def send(self, message: Message) -> None: ...
+
+    def packets_received(self) -> int: ...
+
+    async def receive_quality(self) -> tuple[int, float]: ...
+
+    async def drain(self, limit: float = 0.5) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Call:
+    call_id: str
+    request: CallRequest
+    browser: BrowserLeg
+    upstream: Upstream
+    media: MediaPath
+    options: LegOptions
+    answer_sdp: str
+    services: CallServices
+    pipeline: EventPipeline
+    created_at: float = field(default_factory=time.monotonic)
+    end_reason: EndReason | None = None
+    # Latest receive jitter per leg (seconds), from RTCP: what the jitter gauge shows.
+    jitter: dict[str, float] = field(default_factory=dict)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _subscribers: set[asyncio.Queue[Message]] = field(default_factory=set)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.request.dialect
+
+    @property
+    def upstream_call_id(self) -> str | None:
+        return self.upstream.session_id
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.services.metrics
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def stop(self, reason: EndReason) -> None:
+        """Ask the call to end; :meth:`run` does the teardown. Safe to call more than once."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._stop.set()
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    def audio_counts(self) -> dict[tuple[str, str], int]:
+        """Packets per (leg, direction) so far; ``in`` is what that leg sent us."""
+        return self.media.counts()
+
+    def snapshot(self) -> CallSnapshot:
+        stats = self.pipeline.stats
+        transcript = self.pipeline.transcript
+        ended = self._done.is_set() or self.end_reason is not None
+        return CallSnapshot(
+            call_id=self.call_id,
+            upstream_call_id=self.upstream_call_id,
+            dialect=self.dialect,
+            media=self.media.mode,
+            duration_s=time.monotonic() - self.created_at,
+            state={"browser": self.browser.connection_state, "upstream": self.upstream.state},
+            client_events=stats.client_events,
+            server_events=stats.server_events,
+            client_errors=stats.client_errors,
+            policy_violations=stats.policy_violations,
+            tool_calls=stats.tool_calls,
+            tokens=dict(stats.tokens),
+            audio_packets={f"{leg}_{d}": n for (leg, d), n in self.media.counts().items()},
+            audio_dropped=self.media.dropped(),
+            messages_dropped={
+                "browser": self.browser.messages_dropped,
+                "upstream": self.upstream.messages_dropped,
+            },
+            transcript_dropped=transcript.dropped if transcript is not None else None,
+            reason=str(self.end_reason) if ended and self.end_reason else None,
+            outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
+        )
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.metrics.call_started()
+        self.metrics.setup_stage("upstream_sdp", self.upstream.exchange_seconds)
+        self.metrics.setup_stage("answer", time.monotonic() - self.created_at)
+        log.info(
+            "call.started",
+            call_id=self.call_id,
+            upstream_call_id=self.upstream_call_id,
+            dialect=self.dialect,
+            media=self.media.mode,
+        )
+        try:
+            await self.pipeline.open_transcript()
+            await self.services.hooks.session_start(self.pipeline.info)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._pump_client_events()),
+                    tg.create_task(self._pump_server_events()),
+                    tg.create_task(watch.setup_stages(self)),
+                    tg.create_task(watch.quality(self)),
+                    tg.create_task(self.media.run()),
+                ]
+                reason = await watch.end(self)
+                if self.end_reason is None:
+                    self.end_reason = reason
+                for task in tasks:
+                    task.cancel()
+        except Exception:
+            # A fault of the gateway's own: the call cannot go on, and says so.
+            log.exception("call.failed", call_id=self.call_id)
+            self.end_reason = EndReason.INTERNAL_ERROR
+        finally:
+            await self._teardown()
+
+    async def _pump_client_events(self) -> None:
+        while True:
+            message = await self.browser.inbox.get()
+            out = await self.pipeline.client_message(message)
+            if out is not None:
+                self.upstream.send(out)
+
+    async def _pump_server_events(self) -> None:
+        while True:
+            message = await self.upstream.inbox.get()
+            for queue in self._subscribers:
+                try:
+                    queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    log.warning("sideband.overflow", call_id=self.call_id)
+            out = await self.pipeline.server_message(message)
+            if out is not None:
+                self.browser.send(out)
+
+    # -- the sideband ------------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[Message]:
+        """A queue of every upstream event of this call, as the upstream sent it (sideband)."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
+        self._subscribers.discard(queue)
+
+    async def inject(self, message: Message, reply: Reply) -> None:
+        """A client event from the sideband: same policy, hooks and tools as the browser's."""
+        out = await self.pipeline.client_message(message, reply)
+        if out is not None:
+            self.upstream.send(out)
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    async def _close_legs(self) -> None:
+        self.media.finish()
+        if self.pipeline.tools is not None:
+            await self.pipeline.tools.aclose()
+        await asyncio.gather(self.browser.close(), self.upstream.close())
+        await self.upstream.hangup()
+
+    async def discard(self, reason: EndReason) -> None:
+        """End a call that never ran: no hooks, no transcript; counted as refused."""
+        self.end_reason = reason
+        try:
+            await self._close_legs()
+            self.metrics.call_rejected()
+            log.info("call.refused", call_id=self.call_id, reason=str(reason))
+        finally:
+            self._done.set()
+
+    async def _teardown(self) -> None:
+        reason = self.end_reason or EndReason.INTERNAL_ERROR
+        self.end_reason = reason
+        farewell = farewell_for(reason)
+        if farewell is not None and self.browser.channel_open.is_set():
+            # Tell the browser why, in the shape it knows, before its peer goes away.
+            error = UpstreamError(farewell.message, code=farewell.code)
+            self.browser.send(encode_event(error_event(error)))
+            await self.browser.drain()
+        await self._close_legs()
+        snapshot = self.snapshot()
+        outcome = outcome_of(reason)
+        self.metrics.call_ended(
+            outcome, snapshot.duration_s, self.media.counts(), snapshot.messages_dropped
+        )
+        if outcome == "upstream_error":
+            self.metrics.upstream_error("ended")
+        log.info("call.ended", **snapshot.log_fields())
+        try:
+            await self.services.hooks.session_end(self.pipeline.info, snapshot.summary())
+        finally:
+            await self.pipeline.close_transcript(
+                reason=str(reason), outcome=outcome, duration_s=snapshot.duration_s
+            )
+            self._done.set()

@@ -1,0 +1,213 @@
+"""Call setup: from a browser's offer to a call ready to run, with nothing left open on failure.
+
+The upstream session is dialled while the browser's answer is being made, so the gateway adds
+little to setup beyond the upstream's own exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from aiortc import RTCIceServer
+
+from gateway.call.pipeline import EventPipeline
+from gateway.errors import InvalidOffer
+from gateway.hooks import CallInfo, Hooks
+from gateway.metrics import Metrics
+from gateway.policy import ClientPolicy, PolicyConfig
+from gateway.protocol.events import encode_event
+from gateway.protocol.sdp import inspect_offer
+from gateway.rtc.ice import PortUsage
+from gateway.rtc.media import MediaMode, MediaPath, choose_codec
+from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Peer
+from gateway.tasks import TaskSet
+from gateway.tools import ToolRegistry, run_tool
+from gateway.tools.coordinator import ToolCoordinator
+from gateway.transcripts import TranscriptWriter
+from gateway.types import Reply
+from gateway.upstream.base import Upstream, UpstreamFactory
+
+if TYPE_CHECKING:
+    from gateway.call.call import Call
+
+log = structlog.get_logger(__name__)
+
+Dialect = Literal["ga", "beta"]
+
+
+def new_call_id() -> str:
+    return "rtc_" + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What the web layer hands over once it has authenticated and parsed a call request."""
+
+    offer_sdp: str
+    session: dict[str, Any]
+    dialect: Dialect = "ga"
+    # Digest of the client secret the call was opened with; it may hang the call up.
+    token_digest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LegOptions:
+    """How the browser leg is set up, and the limits of a running call."""
+
+    ice_addresses: tuple[str, ...] = ()
+    # The browser leg's ports are the ones published from a container; the upstream leg only
+    # dials out, through NAT, like any client, so it keeps the OS's ports.
+    ice_port_range: tuple[int, int] | None = None
+    public_ip: str | None = None
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    relay_only: bool = False
+    connect_timeout: float = 20.0
+    media: MediaMode = "passthrough"
+    peer_timeout: float = 6.0
+    idle_timeout: float = 600.0
+    max_duration: float = 3600.0
+    # The browser leg's sockets in ice_port_range, for readiness (shared by every call).
+    port_usage: PortUsage | None = None
+
+
+@dataclass(frozen=True)
+class CallServices:
+    """What every call of a gateway shares: made once at startup from the settings."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    hooks: Hooks = field(default_factory=Hooks)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    tool_timeout: float = 10.0
+    transcripts_dir: Path | None = None
+    # Work a call leaves behind (hanging up an upstream session a refused setup had dialled).
+    background: TaskSet = field(default_factory=TaskSet)
+
+
+async def open_call(
+    call_id: str,
+    request: CallRequest,
+    *,
+    upstreams: UpstreamFactory,
+    options: LegOptions,
+    services: CallServices,
+    started_at: float | None = None,
+) -> Call:
+    """Answer the browser and dial the upstream concurrently; return a call ready to run.
+
+    Raises a :class:`~gateway.errors.GatewayError` (bad offer, no port, upstream refused,
+    timeout) with nothing left open: an upstream session already made is hung up.
+    """
+    from gateway.call.call import Call
+
+    started_at = time.monotonic() if started_at is None else started_at
+    offer = inspect_offer(request.offer_sdp)
+    codec = choose_codec(offer.audio_codecs)
+    if codec is None:
+        raise InvalidOffer(
+            "The SDP offer has no audio codec the gateway can relay: offer Opus, PCMU or PCMA."
+        )
+    media = MediaPath(options.media, codec)
+    browser = Peer(
+        "browser",
+        ice_addresses=options.ice_addresses,
+        ice_servers=options.ice_servers,
+        relay_only=options.relay_only,
+        port_range=options.ice_port_range,
+        public_ip=options.public_ip,
+        max_message=BROWSER_MAX_MESSAGE,
+        port_usage=options.port_usage,
+    )
+    upstream = upstreams(media)
+    dial = asyncio.ensure_future(upstream.connect(request.session))
+    try:
+        answer_sdp = await browser.answer(request.offer_sdp, media)
+        # Shielded: a setup cancelled here must not abort a request the upstream may have acted
+        # on; the failure path below waits for it instead.
+        await asyncio.shield(dial)
+    except BaseException:
+        media.finish()
+        if not dial.done():
+            services.background.spawn(_end_when_dialled(dial, upstream), name="call-abandon")
+        else:
+            if not dial.cancelled():
+                dial.exception()  # retrieved: the error being raised is the one that matters
+            await _end_upstream(upstream)
+        await browser.close()
+        raise
+    return Call(
+        call_id=call_id,
+        request=request,
+        browser=browser,
+        upstream=upstream,
+        media=media,
+        options=options,
+        answer_sdp=answer_sdp,
+        services=services,
+        pipeline=make_pipeline(call_id, request, upstream, services, to_browser=browser.send),
+        created_at=started_at,
+    )
+
+
+async def _end_upstream(upstream: Upstream) -> None:
+    await upstream.close()
+    await upstream.hangup()
+
+
+async def _end_when_dialled(dial: asyncio.Future[None], upstream: Upstream) -> None:
+    """A refused setup's dial still in flight: let it finish, then end what it made."""
+    try:
+        await dial  # bounded by the upstream's own timeout
+    except Exception:
+        pass
+    await _end_upstream(upstream)
+
+
+def make_pipeline(
+    call_id: str,
+    request: CallRequest,
+    upstream: Upstream,
+    services: CallServices,
+    *,
+    to_browser: Reply,
+) -> EventPipeline:
+    info = CallInfo(
+        call_id=call_id,
+        upstream_call_id=upstream.session_id,
+        dialect=request.dialect,
+        session=request.session,
+        started_at=time.time(),
+    )
+    transcript = (
+        TranscriptWriter(services.transcripts_dir, call_id)
+        if services.transcripts_dir is not None
+        else None
+    )
+    pipeline_ref: list[EventPipeline] = []
+    tools = None
+    if len(services.tools) > 0:
+        timeout = services.tool_timeout
+        tools = ToolCoordinator(
+            services.tools,
+            lambda event: upstream.send(encode_event(event)),
+            runner=lambda tool, args: run_tool(tool, args, default_timeout=timeout),
+            on_result=lambda call, result: pipeline_ref[0].tool_finished(call, result),
+        )
+    pipeline = EventPipeline(
+        info=info,
+        dialect=request.dialect,
+        metrics=services.metrics,
+        policy=ClientPolicy(services.policy, server_session=info.session),
+        hooks=services.hooks,
+        tools=tools,
+        transcript=transcript,
+        to_browser=to_browser,
+    )
+    pipeline_ref.append(pipeline)
+    return pipeline
