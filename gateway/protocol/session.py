@@ -63,6 +63,37 @@ def default_session(model: str, voice: str, instructions: str | None) -> dict[st
     return session
 
 
+def resolve_session(
+    model: str,
+    voice: str,
+    instructions: str | None,
+    defaults: Mapping[str, Any] | None,
+    *overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The session a call gets: the server's defaults, ``defaults`` (``GATEWAY_SESSION``) over
+    them, then each override in turn (later ones win)."""
+    session = default_session(model, voice, instructions)
+    if defaults:
+        session = deep_merge(session, defaults)
+    for override in overrides:
+        if override:
+            session = deep_merge(session, override)
+    return session
+
+
+def with_server_tools(session: Mapping[str, Any], server: list[dict[str, Any]]) -> dict[str, Any]:
+    """``session`` with the server's tools added; they replace same-named tools it lists (the
+    server is authoritative)."""
+    out = dict(session)
+    if server:
+        names = {t["name"] for t in server}
+        requested = out.get("tools")
+        requested = requested if isinstance(requested, list) else []
+        kept = [t for t in requested if not (isinstance(t, dict) and t.get("name") in names)]
+        out["tools"] = kept + server
+    return out
+
+
 def check_session(session: Any, *, param: str = "session") -> dict[str, Any]:
     """Validate the little we must know of a session object; the upstream validates the rest."""
     if session is None:

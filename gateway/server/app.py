@@ -12,14 +12,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.call.outcomes import EndReason
+from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices
-from gateway.client_secrets import ClientSecretStore
 from gateway.config import Settings
 from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
-from gateway.ratelimit import SlidingWindow
 from gateway.rtc import compat, guard
 from gateway.server import demo, probes, realtime, sideband
 from gateway.server.heads import HEADS, HeadDeadline
@@ -31,6 +30,8 @@ from gateway.server.middlewares import (
     shape_bare_errors,
 )
 from gateway.server.state import STATE, GatewayState
+from gateway.stores.base import Stores
+from gateway.stores.memory import memory_stores
 from gateway.tools import ToolRegistry, load_tool_modules
 from gateway.upstream.base import UpstreamFactory
 from gateway.upstream.factory import realtime_upstreams
@@ -69,20 +70,22 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     upstreams: UpstreamFactory | None = None,
+    stores: Stores | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application. ``upstreams`` makes calls' upstream sessions
-    (default: OpenAI Realtime, or the built-in emulator without ``OPENAI_API_KEY``)."""
+    (default: OpenAI Realtime, or the built-in emulator without ``OPENAI_API_KEY``);
+    ``stores`` holds what requests share (default: this process's memory)."""
     compat.install()
+    if stores is None:
+        stores = memory_stores(
+            single_use=settings.client_secret_single_use,
+            max_secrets=settings.max_client_secrets,
+        )
     state = GatewayState(
         settings=settings,
-        secrets=ClientSecretStore(
-            single_use=settings.client_secret_single_use,
-            max_outstanding=settings.max_client_secrets,
-        ),
+        stores=stores,
+        calls=CallRegistry(stores.calls),
         services=services_from(settings, registry),
-        ip_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
-        token_limiter=SlidingWindow(settings.calls_per_minute_per_token),
-        demo_limiter=SlidingWindow(settings.calls_per_minute_per_ip),
     )
     heads = HeadDeadline()
     app = web.Application(

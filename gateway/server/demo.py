@@ -19,8 +19,8 @@ async def demo_token(request: web.Request) -> web.Response:
     On by default only on the emulator, where a call costs nothing (GATEWAY_DEMO).
     """
     state = request.app[STATE]
-    state.check_demo_rate(request.remote)
-    token, secret = state.secrets.mint({}, state.settings.client_secret_ttl)
+    await state.check_demo_rate(request.remote)
+    token, secret = await state.stores.secrets.mint({}, state.settings.client_secret_ttl)
     return web.json_response(
         {"value": token, "expires_at": secret.expires_at, "session": state.resolve_session()}
     )

@@ -45,8 +45,8 @@ def _state(request: web.Request) -> GatewayState:
     return request.app[STATE]
 
 
-def _mint(state: GatewayState, requested: dict[str, Any], ttl: int) -> dict[str, Any]:
-    token, secret = state.secrets.mint(requested, ttl)
+async def _mint(state: GatewayState, requested: dict[str, Any], ttl: int) -> dict[str, Any]:
+    token, secret = await state.stores.secrets.mint(requested, ttl)
     return {
         "value": token,
         "expires_at": secret.expires_at,
@@ -61,7 +61,7 @@ async def client_secrets(request: web.Request) -> web.Response:
     ttl, requested = parse_client_secret_request(
         await read_json(request), state.settings.client_secret_ttl
     )
-    body = _mint(state, requested, ttl)
+    body = await _mint(state, requested, ttl)
     log.info("client_secret.minted", expires_at=body["expires_at"])
     return web.json_response(body)
 
@@ -76,7 +76,7 @@ async def beta_sessions(request: web.Request) -> web.Response:
     ttl, requested = parse_client_secret_request(
         beta.client_secret_request_from_beta(body or {}), state.settings.client_secret_ttl
     )
-    minted = _mint(state, requested, ttl)
+    minted = await _mint(state, requested, ttl)
     view = beta.client_secret_response_to_beta(minted)
     view.setdefault("id", "sess_" + secrets.token_hex(12))
     view.setdefault("object", "realtime.session")
@@ -101,7 +101,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     try:
         # The app's backend (gateway key) is trusted with its own pace; browsers are not.
         if not caller.is_server:
-            state.check_rate(request.remote, token_digest(caller.token))
+            await state.check_rate(request.remote, token_digest(caller.token))
         state.check_capacity()
     except (Unavailable, RateLimited):
         state.metrics.call_rejected()
@@ -111,7 +111,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     if not caller.is_server:
         # Check the secret before reading the body, but consume it only once the call exists,
         # so a bad offer or an upstream hiccup does not burn a single-use secret.
-        secret = state.secrets.peek(caller.token)
+        secret = await state.stores.secrets.peek(caller.token)
         digest, token_session = secret.digest, secret.session
     body = await read_offer(request, state.settings.max_sdp_bytes)
     requested: list[dict[str, Any]] = []
@@ -159,7 +159,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         state.pending -= 1
     if not caller.is_server:
         try:
-            state.secrets.redeem(caller.token)
+            await state.stores.secrets.redeem(caller.token)
         except AuthenticationError:
             # Another request redeemed this single-use secret first: the call never starts.
             await call.discard(EndReason.TOKEN_REUSED)

@@ -12,14 +12,13 @@ from aiortc import RTCIceServer
 
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices, LegOptions
-from gateway.client_secrets import ClientSecretStore
 from gateway.config import IceServer, Settings
 from gateway.emulator import Emulator
 from gateway.errors import RateLimited, Unavailable
 from gateway.metrics import Metrics
-from gateway.protocol.session import deep_merge, default_session
-from gateway.ratelimit import SlidingWindow
+from gateway.protocol.session import resolve_session, with_server_tools
 from gateway.rtc import ice
+from gateway.stores.base import Stores
 from gateway.upstream.base import UpstreamFactory
 from gateway.upstream.factory import RealtimeUpstreams
 from gateway.upstream.realtime import RealtimeOptions
@@ -32,14 +31,10 @@ PORTS_RECOVERY = 5.0
 @dataclass
 class GatewayState:
     settings: Settings
-    secrets: ClientSecretStore
+    stores: Stores
+    calls: CallRegistry
     services: CallServices = field(default_factory=CallServices)
-    calls: CallRegistry = field(default_factory=CallRegistry)
     draining: bool = False
-    ip_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(30))
-    token_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
-    # Demo secrets are minted without credentials: as many a minute per address as calls.
-    demo_limiter: SlidingWindow = field(default_factory=lambda: SlidingWindow(30))
     ports: ice.PortUsage = field(default_factory=ice.PortUsage)
     # Calls being set up (offer received, answer not yet sent): they count against capacity.
     pending: int = 0
@@ -56,28 +51,35 @@ class GatewayState:
     def metrics(self) -> Metrics:
         return self.services.metrics
 
-    def check_demo_rate(self, ip: str | None) -> None:
-        """429 (with Retry-After) when one address mints demo secrets faster than it may call."""
-        wait = self.demo_limiter.hit(ip or "unknown")
+    async def check_demo_rate(self, ip: str | None) -> None:
+        """429 (with Retry-After) when one address mints demo secrets faster than it may call:
+        demo secrets are minted without credentials."""
+        limit = self.settings.calls_per_minute_per_ip
+        wait = await self.stores.rates.hit("demo_ip", ip or "unknown", limit)
         if wait is not None:
             raise RateLimited(
-                f"Too many demo secrets from this address: at most {self.demo_limiter.limit} a "
-                "minute. Retry later.",
+                f"Too many demo secrets from this address: at most {limit} a minute. Retry later.",
                 retry_after=max(1, round(wait)),
             )
 
-    def check_rate(self, ip: str | None, token_digest: bytes | None) -> None:
+    async def check_rate(self, ip: str | None, token_digest: bytes | None) -> None:
         """429 (with Retry-After) when a client IP or client secret opens calls too fast."""
-        for limiter, key, what in (
-            (self.ip_limiter, ip, "from this address"),
-            (self.token_limiter, token_digest.hex() if token_digest else None, "with this secret"),
+        s = self.settings
+        for scope, key, limit, what in (
+            ("calls_ip", ip, s.calls_per_minute_per_ip, "from this address"),
+            (
+                "calls_secret",
+                token_digest.hex() if token_digest else None,
+                s.calls_per_minute_per_token,
+                "with this secret",
+            ),
         ):
             if key is None:
                 continue
-            wait = limiter.hit(key)
+            wait = await self.stores.rates.hit(scope, key, limit)
             if wait is not None:
                 raise RateLimited(
-                    f"Too many calls {what}: at most {limiter.limit} a minute. Retry later.",
+                    f"Too many calls {what}: at most {limit} a minute. Retry later.",
                     retry_after=max(1, round(wait)),
                 )
 
@@ -155,28 +157,13 @@ class GatewayState:
     def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
         """The server's defaults with each override merged on top, later ones winning."""
         s = self.settings
-        session = default_session(s.model, s.voice, s.instructions)
-        if s.session_defaults:
-            session = deep_merge(session, s.session_defaults)
-        for override in overrides:
-            if override:
-                session = deep_merge(session, override)
-        return session
+        return resolve_session(s.model, s.voice, s.instructions, s.session_defaults, *overrides)
 
     def upstream_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
-        """The session sent upstream: :meth:`resolve_session` plus the server's tools.
-
-        Server tools replace same-named tools from a client secret: the server is authoritative.
-        """
-        session = self.resolve_session(*overrides)
-        server = self.services.tools.definitions()
-        if server:
-            names = {t["name"] for t in server}
-            requested = session.get("tools")
-            requested = requested if isinstance(requested, list) else []
-            kept = [t for t in requested if not (isinstance(t, dict) and t.get("name") in names)]
-            session["tools"] = kept + server
-        return session
+        """The session sent upstream: :meth:`resolve_session` plus the server's tools."""
+        return with_server_tools(
+            self.resolve_session(*overrides), self.services.tools.definitions()
+        )
 
 
 def _rtc_servers(servers: tuple[IceServer, ...]) -> tuple[RTCIceServer, ...]:

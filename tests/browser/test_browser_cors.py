@@ -49,6 +49,6 @@ async def test_origin_outside_the_allowlist_is_refused(
     assert result["status"] is None
     assert failed == [f"{base_url(gateway)}/v1/realtime/calls"]
     # The app's backend still minted its token (server to server: no Origin, no CORS).
-    assert len(state_of(gateway).secrets) == 1
+    assert await state_of(gateway).stores.secrets.count() == 1
     assert len(state_of(gateway).calls) == 0
     assert emulator_calls(gateway) == []

@@ -117,7 +117,7 @@ class TestClientSecretFlood:
         )
         assert response.status == 429
         assert response.headers["Retry-After"] == "5"
-        assert len(tokens) == len(state_of(gateway).secrets)
+        assert len(tokens) == await state_of(gateway).stores.secrets.count()
 
 
 class TestLocksAtSetup:

@@ -1,0 +1,78 @@
+"""The state a gateway shares across requests, and across processes when there are several.
+
+Each store is a small async interface; :mod:`gateway.stores.memory` implements all of them in
+one process. Callers never learn which implementation they hold. Nothing here is on the media
+path: stores are consulted when a secret is minted or redeemed, a call is opened, listed,
+found or ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.client_secrets import ClientSecret
+
+
+class SecretStore(Protocol):
+    """Client secrets (``ek_…``): minted by the app's backend, redeemed by one browser call."""
+
+    async def mint(self, session: dict[str, Any], ttl: int) -> tuple[str, ClientSecret]:
+        """A new secret and its record; :class:`~gateway.errors.RateLimited` at the cap."""
+
+    async def peek(self, token: str) -> ClientSecret:
+        """The secret behind ``token``, unconsumed;
+        :class:`~gateway.errors.AuthenticationError` if unknown or expired."""
+
+    async def redeem(self, token: str) -> ClientSecret:
+        """Like :meth:`peek`, and consumes a single-use secret atomically: of two concurrent
+        redeems, wherever they run, one wins and the other gets the authentication error."""
+
+    async def count(self) -> int:
+        """Secrets outstanding (minted, not yet used or expired)."""
+
+
+class RateWindows(Protocol):
+    """Sliding one-window counts of attempts per key (call rates per address, per secret)."""
+
+    async def hit(self, scope: str, key: str, limit: int, window: float = 60.0) -> float | None:
+        """Count one attempt of ``key`` in ``scope``: ``None`` if within ``limit`` per
+        ``window`` seconds, else the seconds until the next attempt would be."""
+
+
+@dataclass(frozen=True)
+class CallEntry:
+    """A live call as the whole gateway knows it: who owns it and how to reach them."""
+
+    call_id: str
+    owner: str
+    """The process (node) running the call."""
+    address: str
+    """Where other processes reach the owner (``http://host:port``); empty when alone."""
+    dialect: str
+    started_at: float
+    """Unix time."""
+    token_digest: str | None = None
+    """Hex SHA-256 of the client secret that opened it (its browser may hang it up)."""
+    upstream_call_id: str | None = None
+
+
+class CallDirectory(Protocol):
+    """Every live call of the gateway, whichever process runs it."""
+
+    async def register(self, entry: CallEntry) -> None: ...
+
+    async def unregister(self, call_id: str) -> None: ...
+
+    async def lookup(self, call_id: str) -> CallEntry | None: ...
+
+    async def entries(self) -> list[CallEntry]: ...
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores one gateway uses, made once where the app is built."""
+
+    secrets: SecretStore
+    rates: RateWindows
+    calls: CallDirectory
