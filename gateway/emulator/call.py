@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +23,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.sdp import SessionDescription
 
+from gateway.emulator import events
 from gateway.emulator.audio import PlaybackTrack, decode_frame
 from gateway.emulator.conversation import Conversation, Effects
+from gateway.emulator.errors import InvalidRequest, OpenAIError
 from gateway.emulator.responses import Response
 from gateway.emulator.vad import InputAudioStats, VadConfig
-from gateway.errors import GatewayError, InvalidOffer
-from gateway.protocol.events import (
-    client_event_id,
-    encode_event,
-    error_event,
-    parse_event,
-)
 from gateway.rtc import ice
 from gateway.rtc.compat import OwnedPeerConnection
 from gateway.types import Event
@@ -54,6 +50,11 @@ class CallOptions:
     connect_timeout: float
     max_call_seconds: float
     max_echo_seconds: float
+    record_events: bool = False
+
+
+# Events kept per direction when recording (the latest ones).
+RECORDED_EVENTS = 10_000
 
 
 def new_call_id() -> str:
@@ -81,8 +82,12 @@ class EmulatorCall:
         self.request_headers = request_headers
         self.request_kind = request_kind
         self.initial_session = initial_session
-        self.received_events: list[Event] = []
-        self.sent_events: list[Event] = []
+        # What went each way: kept only when recording is on, and then only the latest.
+        self.received_events: deque[Event] = deque(maxlen=RECORDED_EVENTS)
+        self.sent_events: deque[Event] = deque(maxlen=RECORDED_EVENTS)
+        self.events_in = 0
+        self.events_out = 0
+        self.on_ended: Callable[[EmulatorCall], None] | None = None
         self.hung_up = False
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
@@ -116,7 +121,10 @@ class EmulatorCall:
 
     # A timeout argument (not the caller's asyncio.timeout) keeps every test wait bounded.
     async def wait_for_event(self, type: str, timeout: float = 5.0) -> Event:  # noqa: ASYNC109
-        """The first client event of ``type``, waiting for it if it has not come yet."""
+        """The first client event of ``type``, waiting for it if it has not come yet (needs
+        ``record_events``)."""
+        if not self._options.record_events:
+            raise RuntimeError("This emulator does not record events (EmulatorSettings).")
         async with asyncio.timeout(timeout):
             while True:
                 for received in self.received_events:
@@ -142,7 +150,9 @@ class EmulatorCall:
                 await pc.setLocalDescription(answer)
         except Exception as exc:
             await self._teardown("rejected")
-            raise InvalidOffer(f"The SDP offer could not be used: {exc}") from exc
+            raise InvalidRequest(
+                f"The SDP offer could not be used: {exc}", code="invalid_offer"
+            ) from exc
         self._track.opus = _sends_opus(str(pc.localDescription.sdp))
         self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.call_id}:supervise")
         self._log.info("emulator.call_started", kind=self.request_kind, opus=self._track.opus)
@@ -195,9 +205,11 @@ class EmulatorCall:
             reason=reason,
             seconds=round(time.monotonic() - self._started_at, 3),
             frames_in=self.input_audio.frames,
-            events_in=len(self.received_events),
-            events_out=len(self.sent_events),
+            events_in=self.events_in,
+            events_out=self.events_out,
         )
+        if self.on_ended is not None:
+            self.on_ended(self)
 
     def _on_connection_state(self) -> None:
         assert self._pc is not None
@@ -222,34 +234,38 @@ class EmulatorCall:
         channel = self._channel
         if channel is None or channel.readyState != "open":
             return
-        channel.send(encode_event(event))
-        self.sent_events.append(event)
+        channel.send(events.encode(event))
+        self.events_out += 1
+        if self._options.record_events:
+            self.sent_events.append(event)
 
-    def _send_all(self, events: list[Event]) -> None:
-        for event in events:
+    def _send_all(self, batch: list[Event]) -> None:
+        for event in batch:
             self._send(event)
 
     def _on_message(self, raw: str | bytes) -> None:
         try:
-            event = parse_event(raw)
-        except GatewayError as exc:
+            event = events.parse(raw)
+        except OpenAIError as exc:
             self._log.info("emulator.client_error", type=None, code=exc.code)
-            self._send(error_event(exc))
+            self._send(events.error_event(exc))
             return
-        self.received_events.append(event)
+        self.events_in += 1
+        if self._options.record_events:
+            self.received_events.append(event)
         self._received.set()
         self._received = asyncio.Event()
         try:
             effects = self._conversation.handle(event)
-        except GatewayError as exc:
+        except OpenAIError as exc:
             self._log.info("emulator.client_error", type=event["type"], code=exc.code)
-            self._send(error_event(exc, client_event_id=client_event_id(event)))
+            self._send(events.error_event(exc, events.client_event_id(event)))
             return
         except Exception:
             # A bug here must not reach aiortc's SCTP loop, which would drop the connection.
             self._log.exception("emulator.event_failed", type=event["type"])
-            error = GatewayError("The emulator failed to handle this event.")
-            self._send(error_event(error, client_event_id=client_event_id(event)))
+            error = OpenAIError("The emulator failed to handle this event.")
+            self._send(events.error_event(error, events.client_event_id(event)))
             return
         self._apply(effects)
 

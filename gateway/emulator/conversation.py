@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.emulator import session as sess
+from gateway.emulator.errors import InvalidRequest
 from gateway.emulator.items import Context, Input, Items, event, input_from_item, text_tokens
 from gateway.emulator.responses import Response, plan
 from gateway.emulator.turns import InputTurns, TurnEnded, TurnStarted
 from gateway.emulator.vad import Samples, VadConfig
-from gateway.errors import InvalidRequest
 from gateway.types import Event
 
 DEFAULT_VAD = VadConfig()

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.emulator.errors import InvalidRequest
+from gateway.emulator.events import new_event_id
 from gateway.emulator.session import new_id
 from gateway.emulator.vad import Samples
-from gateway.errors import InvalidRequest
-from gateway.protocol.events import new_event_id
 from gateway.types import Event
 
 Item = dict[str, Any]

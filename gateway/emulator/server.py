@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +18,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.emulator.call import CallOptions, EmulatorCall
-from gateway.emulator.signaling import parse_call_request, request_kind
-from gateway.emulator.vad import VadConfig
-from gateway.errors import (
-    AuthenticationError,
-    GatewayError,
+from gateway.emulator.errors import (
     NotFound,
+    OpenAIError,
     PayloadTooLarge,
+    Unauthorized,
     Unavailable,
 )
-from gateway.protocol.sdp import inspect_offer
+from gateway.emulator.signaling import check_offer, parse_call_request, request_kind
+from gateway.emulator.vad import VadConfig
 
 log = structlog.get_logger(__name__)
 
@@ -54,13 +54,17 @@ class EmulatorSettings:
     """GA's 60 minute limit."""
     max_echo_seconds: float = 30.0
     max_body_bytes: int = 64 * 1024
+    record_events: bool = False
+    """Keep each call's events (the latest ``RECORDED_EVENTS`` each way) for inspection."""
+    recent_calls: int = 64
+    """Ended calls kept for inspection (``Emulator.calls``), beyond the live ones."""
 
     def __post_init__(self) -> None:
         for name in ("response_pace", "connect_timeout", "max_call_seconds", "max_echo_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EmulatorSettings.{name} must be > 0 (got {getattr(self, name)})")
 
-    def call_options(self) -> CallOptions:
+    def call_options(self, *, record_events: bool | None = None) -> CallOptions:
         return CallOptions(
             model=self.model,
             ice_addresses=self.ice_addresses,
@@ -74,6 +78,7 @@ class EmulatorSettings:
             connect_timeout=self.connect_timeout,
             max_call_seconds=self.max_call_seconds,
             max_echo_seconds=self.max_echo_seconds,
+            record_events=self.record_events if record_events is None else record_events,
         )
 
 
@@ -81,8 +86,8 @@ DEFAULT_SETTINGS = EmulatorSettings()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: GatewayError) -> web.Response:
-    return web.json_response(error.to_body(), status=error.status)
+def _error_response(error: OpenAIError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
 
 
 @web.middleware
@@ -90,28 +95,32 @@ async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamRe
     """Every failure leaves as ``{"error": {...}}``, never as a traceback or an HTML page."""
     try:
         return await handler(request)
-    except GatewayError as exc:
+    except OpenAIError as exc:
         return _error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        error = GatewayError(
+        error = OpenAIError(
             f"Invalid URL ({request.method} {request.path})"
             if exc.status in (404, 405)
             else exc.reason,
             status=exc.status,
+            type="invalid_request_error",
         )
-        error.type = "invalid_request_error"
         return _error_response(error)
     except Exception:
         log.exception("emulator.request_failed", path=request.path)
-        return _error_response(GatewayError("The emulator failed to handle the request."))
+        return _error_response(OpenAIError("The emulator failed to handle the request."))
 
 
 class Emulator:
     def __init__(self, settings: EmulatorSettings = DEFAULT_SETTINGS) -> None:
         self.settings = settings
+        # The live calls and the latest ended ones (settings.recent_calls), in creation order.
         self._calls: dict[str, EmulatorCall] = {}
+        self._ended: deque[str] = deque()
+        self.record_events = settings.record_events
+        """Whether calls made from now on keep their events for inspection."""
         self.calls: Mapping[str, EmulatorCall] = types.MappingProxyType(self._calls)
         self._reject: tuple[int, dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
@@ -159,12 +168,12 @@ class Emulator:
     def _authorize(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationError(
+            raise Unauthorized(
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
             )
         if self.settings.api_key is not None and token.strip() != self.settings.api_key:
-            raise AuthenticationError("Incorrect API key provided.")
+            raise Unauthorized("Incorrect API key provided.")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -193,18 +202,19 @@ class Emulator:
         request_kind(content_type)  # 415 before reading a body of the wrong kind
         body = await self._read_body(request)
         offer = parse_call_request(content_type, body)
-        inspect_offer(offer.sdp)
+        check_offer(offer.sdp)
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() != "authorization"
         )
         call = EmulatorCall(
-            self.settings.call_options(),
+            self.settings.call_options(record_events=self.record_events),
             request_headers=CIMultiDictProxy(headers),
             request_kind=offer.kind,
             initial_session=offer.session,
         )
         answer = await call.answer(offer.sdp)
         self._calls[call.call_id] = call
+        call.on_ended = self._call_ended
         if self._closed:  # aclose() ran while this call was being answered
             await call.end("shutdown")
             self._check_open()
@@ -214,6 +224,12 @@ class Emulator:
             content_type="application/sdp",
             headers={"Location": f"{CALLS_PATH}/{call.call_id}"},
         )
+
+    def _call_ended(self, call: EmulatorCall) -> None:
+        """Keep the latest ended calls for inspection; forget older ones."""
+        self._ended.append(call.call_id)
+        while len(self._ended) > self.settings.recent_calls:
+            self._calls.pop(self._ended.popleft(), None)
 
     async def _hangup(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)

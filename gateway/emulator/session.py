@@ -11,9 +11,9 @@ import string
 import time
 from typing import Any
 
+from gateway.emulator.errors import InvalidRequest
+from gateway.emulator.events import MAX_DEPTH, depth, too_deep
 from gateway.emulator.vad import VadConfig
-from gateway.errors import InvalidRequest
-from gateway.protocol.events import MAX_NESTING, nesting, too_deep
 
 Session = dict[str, Any]
 
@@ -116,7 +116,7 @@ def check_session_type(session: Any, *, param: str) -> Session:
             code="invalid_value",
             param=f"{param}.type",
         )
-    if nesting(session) > MAX_NESTING:  # merge() copies it recursively
+    if depth(session) > MAX_DEPTH:  # merge() copies it recursively
         raise too_deep(f"'{param}' object", param)
     return session
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
+from gateway.emulator.errors import InvalidRequest, UnsupportedMediaType
+from gateway.emulator.events import too_deep
 from gateway.emulator.session import check_session_type
-from gateway.errors import InvalidRequest, UnsupportedMediaType
-from gateway.protocol.events import too_deep
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,26 @@ def _multipart(content_type: str, body: bytes) -> CallRequest:
             raise too_deep("'session' object", "session") from None
         session = check_session_type(decoded, param="session")
     return CallRequest("multipart", _text(parts["sdp"], "sdp"), session)
+
+
+def check_offer(sdp: str) -> None:
+    """Refuse an offer that cannot make a Realtime call: audio, a data channel, DTLS, ICE."""
+    lines = [line.strip() for line in sdp.strip().splitlines()]
+    if not lines or lines[0] != "v=0":
+        raise InvalidRequest("Invalid SDP offer: it must begin with v=0.", code="invalid_offer")
+    media = [line[2:].split(" ", 1)[0] for line in lines if line.startswith("m=")]
+    attributes = {line.partition(":")[0] for line in lines if line.startswith("a=")}
+    missing = [
+        what
+        for what, present in (
+            ("an audio section", "audio" in media),
+            ("a data channel section", "application" in media),
+            ("a DTLS fingerprint", "a=fingerprint" in attributes),
+            ("ICE credentials", {"a=ice-ufrag", "a=ice-pwd"} <= attributes),
+        )
+        if not present
+    ]
+    if missing:
+        raise InvalidRequest(
+            f"Invalid SDP offer: it has no {', no '.join(missing)}.", code="invalid_offer"
+        )

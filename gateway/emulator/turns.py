@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.emulator import session as sess
+from gateway.emulator.errors import InvalidRequest
 from gateway.emulator.items import UserAudio
 from gateway.emulator.vad import (
     SAMPLE_RATE,
@@ -24,7 +25,6 @@ from gateway.emulator.vad import (
     VadConfig,
     rms,
 )
-from gateway.errors import InvalidRequest
 
 MIN_COMMIT_MS = 100.0
 TAIL_MS = 100.0  # kept after the last speech when an utterance is played back

@@ -158,7 +158,11 @@ def gateway_settings(**overrides: Any) -> Settings:
 @pytest.fixture(name="make_gateway")
 def _make_gateway(aiohttp_server: AiohttpServer) -> GatewayFactory:
     async def make(**overrides: Any) -> TestServer:
-        return await aiohttp_server(create_app(gateway_settings(**overrides)))
+        server = await aiohttp_server(create_app(gateway_settings(**overrides)))
+        emulator = server.app[STATE].emulator
+        if emulator is not None:
+            emulator.record_events = True  # the tests read what the page sent
+        return server
 
     return make
 

@@ -12,7 +12,7 @@ from tests.support.peer import TestPeer
 
 TOKEN = "sk-emulator-test"
 # Shorter turns than the defaults keep the end-to-end tests quick; everything else is default.
-FAST = EmulatorSettings(vad_silence_ms=200.0, vad_prefix_padding_ms=100.0)
+FAST = EmulatorSettings(vad_silence_ms=200.0, vad_prefix_padding_ms=100.0, record_events=True)
 
 
 @dataclass

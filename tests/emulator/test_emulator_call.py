@@ -215,7 +215,9 @@ async def test_speaking_over_the_answer_interrupts_it(
     peer: TestPeer, http: aiohttp.ClientSession, start_emulator: EmulatorFactory
 ) -> None:
     """Barge-in: the active response is cancelled (turn_detected) and the buffer cleared."""
-    slow = EmulatorSettings(vad_silence_ms=200, vad_prefix_padding_ms=100, response_pace=0.5)
+    slow = EmulatorSettings(
+        vad_silence_ms=200, vad_prefix_padding_ms=100, response_pace=0.5, record_events=True
+    )
     connected = await connect(peer, http, await start_emulator(slow))
     peer.mic.say(0.6)
     first = (await connected.peer.next_event("response.created", timeout=5))["response"]
@@ -313,7 +315,7 @@ async def test_a_call_that_never_connects_is_ended(
     http: aiohttp.ClientSession, start_emulator: EmulatorFactory
 ) -> None:
     """An answer nobody applies must not keep a peer connection alive forever."""
-    settings = EmulatorSettings(connect_timeout=0.3)
+    settings = EmulatorSettings(connect_timeout=0.3, record_events=True)
     running = await start_emulator(settings)
     peer = TestPeer()
     try:
@@ -326,3 +328,23 @@ async def test_a_call_that_never_connects_is_ended(
         assert call.end_reason == "connect_timeout"
     finally:
         await peer.close()
+
+
+async def test_ended_calls_are_forgotten_beyond_the_recent_ones(
+    start_emulator: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    """The emulator keeps its live calls and only the latest ended ones: churning calls does
+    not grow it."""
+    running = await start_emulator(
+        EmulatorSettings(vad_silence_ms=200, recent_calls=2, record_events=False)
+    )
+    ended = []
+    for _ in range(5):
+        peer = TestPeer()
+        connected = await connect(peer, http, running)
+        assert len(connected.call.received_events) == 0  # recording is off
+        await peer.close()
+        await asyncio.wait_for(connected.call.ended.wait(), 10)
+        ended.append(connected.call.call_id)
+    assert list(running.emulator.calls) == ended[-2:]
+    assert all(call.events_out > 0 for call in running.emulator.calls.values())

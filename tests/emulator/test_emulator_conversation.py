@@ -10,10 +10,10 @@ import pytest
 
 from gateway.emulator.audio import tone
 from gateway.emulator.conversation import Conversation, Effects
+from gateway.emulator.errors import InvalidRequest
 from gateway.emulator.items import Context
 from gateway.emulator.responses import Response, find_json_object
 from gateway.emulator.vad import VadConfig, rms
-from gateway.errors import InvalidRequest
 from tests.emulator.helpers import user_text
 
 VAD = VadConfig(silence_duration_ms=100.0, prefix_padding_ms=40.0)

@@ -56,7 +56,7 @@ async def post_sdp(
 
 @pytest.fixture(name="emulator")
 def _emulator() -> Emulator:
-    return Emulator(EmulatorSettings(api_key=TOKEN))
+    return Emulator(EmulatorSettings(api_key=TOKEN, record_events=True))
 
 
 @pytest.fixture(name="client")
@@ -240,7 +240,7 @@ class TestHangup:
         self, peer: TestPeer, http: aiohttp.ClientSession, start_emulator: EmulatorFactory
     ) -> None:
         """200; the call is over (ended, hung_up, reason) and the peer sees it close."""
-        running = await start_emulator(EmulatorSettings(api_key=TOKEN))
+        running = await start_emulator(EmulatorSettings(api_key=TOKEN, record_events=True))
         result = await peer.connect(http, running.calls_url, TOKEN)
         await peer.wait_open()
         assert result.call_id is not None

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from gateway.emulator.errors import InvalidRequest, UnsupportedMediaType
 from gateway.emulator.session import (
     apply_update,
     check_session_type,
@@ -16,7 +17,6 @@ from gateway.emulator.session import (
 )
 from gateway.emulator.signaling import parse_call_request
 from gateway.emulator.vad import VadConfig
-from gateway.errors import InvalidRequest, UnsupportedMediaType
 
 
 class TestSession:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.emulator.audio import spoken_tones, tone
+from gateway.emulator.errors import InvalidRequest
 from gateway.emulator.turns import InputTurns, TurnEnded, TurnStarted
 from gateway.emulator.vad import (
     EnergyVad,
@@ -18,7 +19,6 @@ from gateway.emulator.vad import (
     VadEvent,
     rms,
 )
-from gateway.errors import InvalidRequest
 
 CONFIG = VadConfig(threshold_rms=0.02, silence_duration_ms=100, prefix_padding_ms=40)
 

@@ -26,7 +26,9 @@ _URLS: dict[int, str] = {}
 
 @pytest.fixture(name="emulator")
 async def _emulator() -> AsyncIterator[Emulator]:
-    emulator = Emulator(EmulatorSettings(ice_addresses=LOOPBACK, api_key=OPENAI_KEY))
+    emulator = Emulator(
+        EmulatorSettings(ice_addresses=LOOPBACK, api_key=OPENAI_KEY, record_events=True)
+    )
     _URLS[id(emulator)] = await emulator.start()
     yield emulator
     await emulator.aclose()

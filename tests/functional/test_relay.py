@@ -93,7 +93,7 @@ class TestGaFlow:
             peer.send(event)
         call = only_call(emulator)
         await wait_until(lambda: len(call.received_events) >= 20)
-        assert call.received_events[:20] == sent
+        assert list(call.received_events)[:20] == sent
         peer.send(
             {
                 "type": "session.update",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.emulator.errors import InvalidRequest as EmulatorInvalidRequest
 from gateway.emulator.items import Context, Items
 from gateway.errors import InvalidRequest
 from gateway.tools import Tool, ToolRegistry, ToolResult, tool
@@ -249,9 +250,9 @@ class TestHiddenItemIds:
         event = {"type": kind, "item_id": hidden, "content_index": 0, "audio_end_ms": 0}
         with pytest.raises(InvalidRequest) as ours:
             tools.client_event(event)
-        with pytest.raises(InvalidRequest) as upstream:
+        with pytest.raises(EmulatorInvalidRequest) as upstream:
             getattr(Items(Context()), kind.rsplit(".", 1)[1])(event)
-        assert ours.value.to_body() == upstream.value.to_body()
+        assert ours.value.to_body() == upstream.value.body()
         assert ours.value.code == "item_not_found"
         visible = {**event, "item_id": "item_user"}
         assert tools.client_event(visible) is visible
