@@ -46,9 +46,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        # The benchmark owns its own flags; see `realtime-gateway bench --help`.
-        from gateway.bench import main as bench_main
-
+        # The benchmark is a package of its own (not in the gateway's wheel or image); it owns
+        # its flags: see `realtime-gateway bench --help`.
+        try:
+            from gateway_bench import main as bench_main
+        except ImportError:
+            print(
+                "realtime-gateway: the benchmark is not installed; install realtime-gateway-bench "
+                "(from a source checkout: pip install -e bench/)",
+                file=sys.stderr,
+            )
+            return 2
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":

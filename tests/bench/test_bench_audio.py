@@ -8,7 +8,8 @@ from aiortc import RTCConfiguration
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
 
-from gateway.bench.audio import (
+from gateway.rtc.compat import OwnedPeerConnection
+from gateway_bench.audio import (
     CLICK_AT,
     CLICK_EVERY,
     LOOP_PACKETS,
@@ -17,8 +18,7 @@ from gateway.bench.audio import (
     identity_index,
     is_click,
 )
-from gateway.bench.stream import AudioStream, ReceiveTap, tap_receiver
-from gateway.rtc.compat import OwnedPeerConnection
+from gateway_bench.stream import AudioStream, ReceiveTap, tap_receiver
 
 
 @pytest.fixture(name="loop", scope="module")

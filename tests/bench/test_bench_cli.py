@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench import _exec, cli
-from gateway.bench.process import gateway_env
+from gateway_bench import _exec, cli
+from gateway_bench.process import gateway_env
 
 
 class TestFlags:

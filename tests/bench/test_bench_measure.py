@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.bench.measure import (
+from gateway_bench.measure import (
     CLOCK_TICKS,
     Spread,
     parse_proc_stat_busy,
@@ -79,6 +79,6 @@ class TestProc:
 
 def test_run_queue_wait() -> None:
     """The second schedstat field is nanoseconds spent waiting for a CPU."""
-    from gateway.bench.measure import parse_schedstat_wait
+    from gateway_bench.measure import parse_schedstat_wait
 
     assert parse_schedstat_wait("185881291 9576689 412\n") == pytest.approx(0.009576689)

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from gateway.bench.audio import MarkerLoop
-from gateway.bench.probe import (
+from gateway.protocol.catalog import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
+from gateway_bench.audio import MarkerLoop
+from gateway_bench.probe import (
     EventStream,
     ProbeRegistry,
     client_event,
     event_seq,
     server_event,
 )
-from gateway.protocol.catalog import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 
 
 class TestEvents:

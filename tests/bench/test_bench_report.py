@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from gateway.bench import report, table
-from gateway.bench.audio import MarkerLoop
-from gateway.bench.phase import CallGroup, GatewayFigures, PhaseResult
-from gateway.bench.probe import CallProbe
-from gateway.bench.stream import AudioStream
+from gateway_bench import report, table
+from gateway_bench.audio import MarkerLoop
+from gateway_bench.phase import CallGroup, GatewayFigures, PhaseResult
+from gateway_bench.probe import CallProbe
+from gateway_bench.stream import AudioStream
 
 MIB = 1024 * 1024
 

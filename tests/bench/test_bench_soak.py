@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.bench import soak
+from gateway_bench import soak
 
 
 def samples(rss: Sequence[float], every: float = 15.0) -> list[dict[str, Any]]:

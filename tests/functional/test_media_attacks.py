@@ -503,6 +503,7 @@ class ListenOnlyPeer(TestPeer):
     def __init__(self) -> None:
         super().__init__()
         self.mic = SilentMicrophone()
+        self.client.microphone = self.mic
 
 
 class TestLiveness:

@@ -16,15 +16,12 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
-from multidict import CIMultiDictProxy
 
 from gateway.emulator.audio import FRAME_SAMPLES, PacedAudioTrack, tone
 from gateway.emulator.vad import SAMPLE_RATE, Samples
-from gateway.protocol.sdp import call_id_from_location
-from gateway.rtc import ice
+from gateway.rtc.client import BrowserClient, OfferResult
 from gateway.rtc.compat import OwnedPeerConnection
 
 Event = dict[str, Any]
@@ -140,16 +137,7 @@ class ReceivedAudio:
         return self.since(since)
 
 
-@dataclass(frozen=True)
-class ConnectResult:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: str
-
-    @property
-    def call_id(self) -> str | None:
-        location = self.headers.get("Location")
-        return call_id_from_location(location) if location else None
+ConnectResult = OfferResult
 
 
 class TestPeer:
@@ -165,10 +153,9 @@ class TestPeer:
         self.ice_addresses = ice_addresses
         self.audio_codec = audio_codec
         self.mic = MicrophoneTrack()
+        self.client = BrowserClient(self.mic, ice_addresses=ice_addresses, codec=audio_codec)
         self.received = ReceivedAudio()
         self.events: list[Event] = []
-        self.pc: OwnedPeerConnection | None = None
-        self.channel: RTCDataChannel | None = None
         self.call_id: str | None = None
         self._cursors: dict[str, int] = {}
         self._event_arrived = asyncio.Event()
@@ -177,34 +164,27 @@ class TestPeer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
+    @property
+    def pc(self) -> OwnedPeerConnection | None:
+        return self.client.pc
+
+    @property
+    def channel(self) -> RTCDataChannel | None:
+        return self.client.channel
+
     async def create_offer(self) -> str:
-        if self.pc is not None:
-            raise RuntimeError("A TestPeer makes one offer (connect() makes it); use a new one.")
-        # Owned: a test may close at any moment of ICE setup and must leave no task behind.
-        pc = OwnedPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc = pc
-        # The channel comes first, as in OpenAI's browser code.
-        channel = pc.createDataChannel("oai-events")
-        self.channel = channel
+        sdp = await self.client.create_offer()
+        assert self.client.pc is not None and self.client.channel is not None
+        channel = self.client.channel
         channel.on("open", self._opened.set)
         channel.on("message", self._on_message)
         channel.on("close", self._closed.set)
-        pc.addTrack(self.mic)
-        if self.audio_codec is not None:
-            wanted = "audio/" + self.audio_codec.lower()
-            codecs = RTCRtpSender.getCapabilities("audio").codecs
-            (transceiver,) = pc.getTransceivers()
-            transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == wanted])
-        pc.on("track", self._on_track)
-        pc.on("connectionstatechange", self._on_connection_state)
-        offer = await pc.createOffer()
-        with ice.host_addresses(self.ice_addresses):
-            await pc.setLocalDescription(offer)
-        return str(pc.localDescription.sdp)
+        self.client.pc.on("track", self._on_track)
+        self.client.pc.on("connectionstatechange", self._on_connection_state)
+        return sdp
 
     async def accept_answer(self, sdp: str) -> None:
-        assert self.pc is not None, "create_offer() first"
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await self.client.accept_answer(sdp)
 
     async def connect(
         self,
@@ -217,22 +197,9 @@ class TestPeer:
     ) -> ConnectResult:
         """POST the offer to ``url``; on 201 apply the answer. ``token=None`` sends no auth."""
         sdp = await self.create_offer()
-        sent_headers = dict(headers or {})
-        if token is not None:
-            sent_headers["Authorization"] = f"Bearer {token}"
-        data: Any
-        if multipart_session is None:
-            sent_headers["Content-Type"] = "application/sdp"
-            data = sdp
-        else:
-            data = aiohttp.FormData()
-            data.add_field("sdp", sdp, content_type="application/sdp")
-            data.add_field(
-                "session", json.dumps(multipart_session), content_type="application/json"
-            )
-        async with asyncio.timeout(10):
-            async with http.post(url, data=data, headers=sent_headers) as response:
-                result = ConnectResult(response.status, response.headers, await response.text())
+        result = await self.client.post_offer(
+            http, url, sdp, token=token, session=multipart_session, headers=headers, timeout=10
+        )
         if result.status == 201:
             self.call_id = result.call_id
             await self.accept_answer(result.body)
@@ -283,8 +250,7 @@ class TestPeer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.pc is not None:
-            await self.pc.close()
+        await self.client.close()
 
     def _on_message(self, message: str | bytes) -> None:
         self.events.append(json.loads(message))

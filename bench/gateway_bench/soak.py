@@ -13,14 +13,14 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.bench.measure import machine_info, slope
-from gateway.bench.peers import Target
-from gateway.bench.phase import CallSet, LoadEnv, wait_drained, warm_up
-from gateway.bench.process import GatewayProcess
-from gateway.bench.report import MIB, group_summary, spread
+from gateway_bench.measure import machine_info, slope
+from gateway_bench.peers import Target
+from gateway_bench.phase import CallSet, LoadEnv, wait_drained, warm_up
+from gateway_bench.process import GatewayProcess
+from gateway_bench.report import MIB, group_summary, spread
 
 if TYPE_CHECKING:
-    from gateway.bench.cli import Runner
+    from gateway_bench.cli import Runner
 
 FD_SETTLE_TIMEOUT = 20.0  # aiohttp's client keeps idle connections 15 s
 FD_SLACK = 2

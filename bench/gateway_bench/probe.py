@@ -21,8 +21,8 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from gateway.bench.audio import MarkerLoop
-from gateway.bench.stream import AudioStream
+from gateway_bench.audio import MarkerLoop
+from gateway_bench.stream import AudioStream
 
 KEY_PREFIX = "bench:"
 EVENT_ID_PREFIX = "bench_"

@@ -10,6 +10,6 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str]) -> int:
-    from gateway.bench.cli import main as run
+    from gateway_bench.cli import main as run
 
     return run(argv)

@@ -24,12 +24,12 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from gateway.bench.probe import CallProbe, Pinger, ProbeRegistry
-from gateway.bench.stream import MarkerTrack, tap_receiver
 from gateway.emulator.signaling import parse_call_request
 from gateway.errors import GatewayError
 from gateway.rtc import ice
 from gateway.rtc.compat import OwnedPeerConnection
+from gateway_bench.probe import CallProbe, Pinger, ProbeRegistry
+from gateway_bench.stream import MarkerTrack, tap_receiver
 
 CALLS_PATH = "/v1/realtime/calls"
 CLOSE_TIMEOUT = 10.0

@@ -22,7 +22,8 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.bench.audio import (
+from gateway.rtc import compat
+from gateway_bench.audio import (
     CLICK_AT,
     CLICK_EVERY,
     FRAME_SAMPLES,
@@ -39,8 +40,6 @@ from gateway.bench.audio import (
 ARM_AHEAD = 3
 # A click not found within this long after it was sent counts as missed.
 CLICK_TIMEOUT = 1.5
-# aiortc names the receiver's jitter buffer with double-underscore mangling (aiortc 1.16.0).
-JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _NAN = float("nan")
 # After a stall longer than this the pacing origin moves instead of bursting to catch up.
 _MAX_LAG = 0.2
@@ -184,7 +183,7 @@ class ReceiveTap:
         stream = self._stream
         if stream.first_arrival is None:
             stream.first_arrival = now
-        payload: bytes = packet._data
+        payload = compat.rtp_payload(packet)
         index = stream.loop.index.get(payload)
         if index is not None:
             stream.identical += 1
@@ -236,11 +235,7 @@ def _next_click(seq: int) -> int:
 
 def tap_receiver(receiver: Any, stream: AudioStream) -> ReceiveTap:
     """Route ``receiver``'s packets into ``stream``'s log instead of aiortc's decoder."""
-    if not hasattr(receiver, JITTER_BUFFER_ATTR):
-        raise RuntimeError(
-            "aiortc's RTCRtpReceiver has no __jitter_buffer: the benchmark's receive tap was "
-            "written for aiortc 1.16.0"
-        )
+    compat.check()
     tap = ReceiveTap(stream)
-    setattr(receiver, JITTER_BUFFER_ATTR, tap)
+    compat.replace_jitter_buffer(receiver, tap)
     return tap

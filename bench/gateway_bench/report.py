@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.bench.measure import Spread
-from gateway.bench.phase import CallGroup, PhaseResult
+from gateway_bench.measure import Spread
+from gateway_bench.phase import CallGroup, PhaseResult
 
 MIB = 1024 * 1024
 SATURATED_PCT = 90.0

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCDataChannel, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCSessionDescription
 
-from gateway.bench.probe import CallProbe, Pinger
-from gateway.bench.stream import MarkerTrack, tap_receiver
-from gateway.bench.upstream import LOOPBACK, opus_capability
-from gateway.protocol.sdp import call_id_from_location
-from gateway.rtc import ice
+from gateway.rtc.client import BrowserClient
 from gateway.rtc.compat import OwnedPeerConnection
+from gateway_bench.probe import CallProbe, Pinger
+from gateway_bench.stream import MarkerTrack, tap_receiver
+from gateway_bench.upstream import LOOPBACK
 
 HTTP_TIMEOUT = 15.0
 
@@ -52,6 +51,7 @@ class BenchClient:
         self.target = target
         self.call_id: str | None = None
         self.pc: OwnedPeerConnection | None = None
+        self._client: BrowserClient | None = None
         self._track = MarkerTrack(probe.up)
         self._pinger = Pinger(probe.up_events, events_per_second)
         self._closed = False
@@ -79,39 +79,44 @@ class BenchClient:
         return value
 
     async def _offer(self) -> str:
-        pc = OwnedPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc = pc
-        # The channel first, then the microphone: the order of OpenAI's browser code.
-        channel = pc.createDataChannel("oai-events")
+        # Dialled as OpenAI's browser code dials (the shared client: channel, then microphone).
+        client = BrowserClient(self._track, ice_addresses=LOOPBACK, codec="opus")
+        self._client = client
+        sdp = await client.create_offer()
+        assert client.pc is not None and client.channel is not None
+        assert client.transceiver is not None
+        self.pc = client.pc
+        channel = client.channel
         channel.on("open", lambda: self._on_open(channel))
         events = self.probe.down_events
         channel.on("message", lambda message: events.receive(message, time.monotonic()))
-        transceiver = pc.addTransceiver(self._track, direction="sendrecv")
-        transceiver.setCodecPreferences(opus_capability())
-        tap_receiver(transceiver.receiver, self.probe.down)
-        offer = await pc.createOffer()
-        with ice.host_addresses(LOOPBACK):
-            await pc.setLocalDescription(offer)
-        return str(pc.localDescription.sdp)
+        tap_receiver(client.transceiver.receiver, self.probe.down)
+        return sdp
 
     async def _post_offer(self, http: aiohttp.ClientSession, sdp: str, token: str | None) -> str:
-        data: Any
-        if token is not None:
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-            data = sdp
-        else:
-            headers = {"Authorization": f"Bearer {self.target.key}"}
-            data = aiohttp.FormData()
-            data.add_field("sdp", sdp, content_type="application/sdp")
-            session = {"type": "realtime", "instructions": self.probe.key}
-            data.add_field("session", json.dumps(session), content_type="application/json")
-        status, text, location = await _post_offer(http, self.target.calls_url, data, headers)
-        if status != 201:
-            raise DialError(f"offer: HTTP {status}: {text[:200]}")
-        self.call_id = call_id_from_location(location) if location else None
+        assert self._client is not None
+        session = (
+            None if token is not None else {"type": "realtime", "instructions": self.probe.key}
+        )
+        try:
+            result = await self._client.post_offer(
+                http,
+                self.target.calls_url,
+                sdp,
+                token=token if token is not None else self.target.key,
+                session=session,
+                timeout=HTTP_TIMEOUT,
+            )
+        except TimeoutError:
+            raise DialError(f"offer: no answer within {HTTP_TIMEOUT:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise DialError(f"offer: {type(exc).__name__}: {exc}") from None
+        if result.status != 201:
+            raise DialError(f"offer: HTTP {result.status}: {result.body[:200]}")
+        self.call_id = result.call_id
         if self.call_id is None:
             raise DialError("offer: the 201 had no Location header")
-        return text
+        return result.body
 
     def _on_open(self, channel: RTCDataChannel) -> None:
         self.probe.channel_open = time.monotonic()
@@ -157,16 +162,3 @@ async def _post(
         raise DialError(f"POST {url}: no answer within {HTTP_TIMEOUT:g} s") from None
     except aiohttp.ClientError as exc:
         raise DialError(f"POST {url}: {type(exc).__name__}: {exc}") from None
-
-
-async def _post_offer(
-    http: aiohttp.ClientSession, url: str, data: Any, headers: dict[str, str]
-) -> tuple[int, str, str]:
-    try:
-        async with asyncio.timeout(HTTP_TIMEOUT):
-            async with http.post(url, data=data, headers=headers) as response:
-                return response.status, await response.text(), response.headers.get("Location", "")
-    except TimeoutError:
-        raise DialError(f"offer: no answer within {HTTP_TIMEOUT:g} s") from None
-    except aiohttp.ClientError as exc:
-        raise DialError(f"offer: {type(exc).__name__}: {exc}") from None

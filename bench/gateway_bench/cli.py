@@ -22,14 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from gateway.bench import report as report_mod
-from gateway.bench import table
-from gateway.bench.audio import MarkerLoop
-from gateway.bench.measure import LagProbe, load_average, machine_info
-from gateway.bench.phase import LoadEnv, PhaseConfig, run_phase
-from gateway.bench.probe import ProbeRegistry
-from gateway.bench.process import GatewayProcess, free_port, gateway_env
-from gateway.bench.upstream import BenchUpstream
+from gateway_bench import report as report_mod
+from gateway_bench import table
+from gateway_bench.audio import MarkerLoop
+from gateway_bench.measure import LagProbe, load_average, machine_info
+from gateway_bench.phase import LoadEnv, PhaseConfig, run_phase
+from gateway_bench.probe import ProbeRegistry
+from gateway_bench.process import GatewayProcess, free_port, gateway_env
+from gateway_bench.upstream import BenchUpstream
 
 MODES = ("passthrough", "transcode")
 
@@ -242,7 +242,7 @@ class Runner:
             )
             try:
                 if self.args.soak:
-                    from gateway.bench.soak import run_soak
+                    from gateway_bench.soak import run_soak
 
                     result = await run_soak(self, env, modes_of(self.args)[0])
                 else:
@@ -356,9 +356,16 @@ def main(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif args.soak:
-        from gateway.bench.soak import render
+        from gateway_bench.soak import render
 
         print(render(result))
     else:
         print(table.render(result))
     return 0
+
+
+def console() -> int:
+    """``realtime-gateway-bench``: the same as ``realtime-gateway bench``."""
+    import sys
+
+    return main(sys.argv[1:])

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from gateway.bench.measure import LagProbe, machine_busy, self_cpu, self_wait
-from gateway.bench.peers import BenchClient, DialError, Target
-from gateway.bench.probe import CallProbe, ProbeRegistry
-from gateway.bench.process import GatewayProcess
-from gateway.bench.upstream import BenchUpstream
+from gateway_bench.measure import LagProbe, machine_busy, self_cpu, self_wait
+from gateway_bench.peers import BenchClient, DialError, Target
+from gateway_bench.probe import CallProbe, ProbeRegistry
+from gateway_bench.process import GatewayProcess
+from gateway_bench.upstream import BenchUpstream
 
 CONNECT_TIMEOUT = 30.0
 FLOW_TIMEOUT = 15.0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.bench.measure import ProcessProbe
+from gateway_bench.measure import ProcessProbe
 
 START_TIMEOUT = 20.0
 EXEC_WRAPPER = Path(__file__).with_name("_exec.py")
