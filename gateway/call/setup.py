@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from aiortc import RTCIceServer
 
 from gateway.call.pipeline import EventPipeline
+from gateway.config import IceServer
 from gateway.errors import InvalidOffer
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
@@ -65,7 +65,7 @@ class LegOptions:
     # dials out, through NAT, like any client, so it keeps the OS's ports.
     ice_port_range: tuple[int, int] | None = None
     public_ip: str | None = None
-    ice_servers: tuple[RTCIceServer, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()
     relay_only: bool = False
     connect_timeout: float = 20.0
     media: MediaMode = "passthrough"

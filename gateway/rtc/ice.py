@@ -24,6 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiortc import RTCIceServer
+
+from gateway.config import IceServer
 from gateway.rtc import compat
 
 
@@ -77,6 +80,18 @@ def install() -> None:
     if _original_host_addresses is None:
         _original_host_addresses = compat.ice_host_addresses()
         compat.replace_ice_host_addresses(_get_host_addresses)
+
+
+def rtc_servers(servers: Sequence[IceServer]) -> list[RTCIceServer]:
+    """STUN/TURN servers as aiortc takes them (the credential revealed only here)."""
+    return [
+        RTCIceServer(
+            urls=list(server.urls),
+            username=server.username,
+            credential=server.credential.reveal() if server.credential else None,
+        )
+        for server in servers
+    ]
 
 
 def default_host_addresses() -> list[str]:

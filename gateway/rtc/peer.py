@@ -16,11 +16,11 @@ import structlog
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceServer,
     RTCSessionDescription,
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 
+from gateway.config import IceServer
 from gateway.errors import InvalidOffer, Unavailable, UpstreamError
 from gateway.protocol.sdp import announce_address
 from gateway.rtc import compat, ice
@@ -48,7 +48,7 @@ class Peer:
         name: Leg,
         *,
         ice_addresses: Sequence[str] = (),
-        ice_servers: Sequence[RTCIceServer] = (),
+        ice_servers: Sequence[IceServer] = (),
         relay_only: bool = False,
         port_range: tuple[int, int] | None = None,
         public_ip: str | None = None,
@@ -63,7 +63,7 @@ class Peer:
         self._public_ip = public_ip
         self.pc = OwnedPeerConnection(
             RTCConfiguration(
-                iceServers=list(ice_servers),
+                iceServers=ice.rtc_servers(ice_servers),
                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
                 iceTransportPolicy=(
                     RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL

@@ -8,11 +8,10 @@ from functools import cached_property
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCIceServer
 
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices, LegOptions
-from gateway.config import IceServer, Settings
+from gateway.config import Settings
 from gateway.emulator import Emulator
 from gateway.errors import RateLimited, Unavailable
 from gateway.metrics import Metrics
@@ -140,7 +139,7 @@ class GatewayState:
             max_duration=self.settings.max_call_duration,
             ice_port_range=self.settings.ice_port_range,
             public_ip=self.settings.public_ip,
-            ice_servers=_rtc_servers(self.settings.ice_servers),
+            ice_servers=self.settings.ice_servers,
             relay_only=self.settings.ice_transport_policy == "relay",
             media="transcode" if self.settings.media == "transcode" else "passthrough",
             port_usage=self.ports,
@@ -151,7 +150,7 @@ class GatewayState:
         """How the upstream leg gathers (OpenAI Realtime over WebRTC)."""
         return RealtimeOptions(
             ice_addresses=self.settings.upstream_ice_addresses,
-            ice_servers=_rtc_servers(self.settings.upstream_ice_servers),
+            ice_servers=self.settings.upstream_ice_servers,
         )
 
     def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -164,17 +163,6 @@ class GatewayState:
         return with_server_tools(
             self.resolve_session(*overrides), self.services.tools.definitions()
         )
-
-
-def _rtc_servers(servers: tuple[IceServer, ...]) -> tuple[RTCIceServer, ...]:
-    return tuple(
-        RTCIceServer(
-            urls=list(server.urls),
-            username=server.username,
-            credential=server.credential.reveal() if server.credential else None,
-        )
-        for server in servers
-    )
 
 
 STATE = web.AppKey("gateway", GatewayState)

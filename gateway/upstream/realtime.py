@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiortc import RTCIceServer
 
+from gateway.config import IceServer
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.rtc.media import MediaPath
@@ -27,7 +27,7 @@ class RealtimeOptions:
     """How the upstream leg gathers: the host addresses and STUN/TURN servers it may use."""
 
     ice_addresses: tuple[str, ...] = ()
-    ice_servers: tuple[RTCIceServer, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()
 
 
 class RealtimeUpstream:

@@ -7,6 +7,7 @@ import json
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, Route, expect
 
+from gateway.call.outcomes import EndReason
 from tests.browser.conftest import Launcher, Voices, base_url, new_page, state_of
 from tests.browser.support import screenshot, wait_until
 
@@ -115,7 +116,7 @@ async def test_call_ended_by_the_gateway(
     await page.goto(base_url(gateway) + "/")
     await page.click("#connect")
     await expect(page.locator("body")).to_have_attribute("data-state", "connected")
-    await state_of(gateway).calls.close_all("shutdown")
+    await state_of(gateway).calls.close_all(EndReason.SHUTDOWN)
     await expect_alert(page, "Call ended", "The gateway is shutting down")
     await expect(page.locator("body")).to_have_attribute("data-state", "ended")
     await expect(page.locator("#connect")).to_be_enabled()

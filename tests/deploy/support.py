@@ -68,7 +68,7 @@ def setting_names() -> set[str]:
     return set(re.findall(r"[\"']((?:GATEWAY|OPENAI)_[A-Z0-9_]+)[\"']", source))
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """PyYAML's safe loader, plus compose's ``!reset`` tag (read as its plain value)."""
 
 

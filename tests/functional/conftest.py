@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from gateway.config import Secret, Settings
-from gateway.emulator import Emulator, EmulatorSettings
+from gateway.emulator import Emulator, EmulatorCall, EmulatorSettings
 from gateway.server.app import create_app
 from gateway.server.state import STATE, GatewayState
 from tests.support.peer import TestPeer
@@ -71,7 +73,7 @@ async def _gateway(make_gateway: GatewayFactory) -> TestClient[web.Request, web.
 
 
 def state_of(client: TestClient[web.Request, web.Application]) -> GatewayState:
-    return client.server.app[STATE]
+    return client.app[STATE]
 
 
 @pytest.fixture(name="peers")
@@ -92,3 +94,17 @@ async def mint(client: TestClient[web.Request, web.Application], **body: Any) ->
     assert response.status == 200, await response.text()
     data = await response.json()
     return str(data["value"])
+
+
+async def flushed(peer: TestPeer, upstream: EmulatorCall, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Return once everything ``peer`` sent before has reached ``upstream`` or been refused.
+
+    A sentinel event goes last on the same ordered channel; once the upstream has it, whatever
+    was sent before it has been through the gateway. Asserting that something did *not* arrive
+    is then exact, with no sleep to guess at.
+    """
+    marker = f"flush_{secrets.token_hex(4)}"
+    peer.send({"type": "input_audio_buffer.clear", "event_id": marker})
+    async with asyncio.timeout(timeout):
+        while not any(e.get("event_id") == marker for e in upstream.received_events):
+            await asyncio.sleep(0.01)

@@ -11,7 +11,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from gateway.emulator import Emulator, EmulatorCall
-from tests.functional.conftest import GatewayFactory, mint
+from tests.functional.conftest import GatewayFactory, flushed, mint
 from tests.functional.fixtures import sample_tools
 from tests.support.peer import TestPeer
 
@@ -161,7 +161,7 @@ class TestServerToolItemsStayHidden:
         after, ref = await error_for(peer, "after"), await error_for(peer, "ref")
         assert (after["code"], after["param"]) == ("item_not_found", "previous_item_id")
         assert (ref["code"], ref["param"]) == ("item_not_found", "response.input[0].id")
-        await asyncio.sleep(0.2)
+        await flushed(peer, the_call(emulator))
         assert "after" not in sent_ids(emulator) and "ref" not in sent_ids(emulator)
 
 
@@ -193,7 +193,7 @@ class TestForgedServerToolItems:
         assert (await error_for(peer, "fc"))["code"] == "tool_name_reserved"
         assert (await error_for(peer, "out"))["param"] == "item.call_id"
         assert (await error_for(peer, "in"))["code"] == "tool_call_reserved"
-        await asyncio.sleep(0.2)
+        await flushed(peer, the_call(emulator))
         assert not {"fc", "out", "in"} & set(sent_ids(emulator))
         assert sample_tools.CALLS == ["A17"]
 

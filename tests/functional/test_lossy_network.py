@@ -60,10 +60,11 @@ class LossyProxy:
             loop = asyncio.get_running_loop()
             proxy, front = self, self._front
             assert front is not None
+            sendto = front.sendto
 
             class Back(asyncio.DatagramProtocol):
                 def datagram_received(self, data: bytes, addr: Any) -> None:
-                    proxy._send_later(front.sendto, data, browser)
+                    proxy._send_later(sendto, data, browser)
 
             back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.2", 0))
             self._backs[browser] = back

@@ -136,8 +136,8 @@ class TestOffPathDatagrams:
         emulator_pc = live.upstream._pc  # the emulator's end of the upstream leg
         assert live.peer.pc is not None and emulator_pc is not None
         for far_end, leg in (
-            (live.peer.pc, live.call.browser),
-            (emulator_pc, live.call.upstream.peer),
+            (live.peer.pc, attacker.browser_leg(live.call)),
+            (emulator_pc, attacker.upstream_leg(live.call)),
         ):
             for sock in attacker.ice_sockets(far_end).values():
                 for port in attacker.local_addresses(leg.pc):
@@ -169,9 +169,9 @@ class TestHalfOpenCalls:
                 send(datagram, port)
             await asyncio.sleep(0)
             if index % 100 == 99:
-                largest = max(largest, attacker.backlog(live.call.browser.pc))
+                largest = max(largest, attacker.backlog(attacker.browser_leg(live.call).pc))
         await asyncio.sleep(0.05)
-        return max(largest, attacker.backlog(live.call.browser.pc))
+        return max(largest, attacker.backlog(attacker.browser_leg(live.call).pc))
 
     async def test_off_path_datagrams_are_not_queued(
         self, make_gateway: GatewayFactory, emulator: Emulator, peers: list[TestPeer]
@@ -204,7 +204,7 @@ class TestHalfOpenCalls:
         """The browser address a connectivity check of the gateway's succeeded on."""
         async with asyncio.timeout(5):
             while True:
-                for connection in attacker.ice_connections(live.call.browser.pc):
+                for connection in attacker.ice_connections(attacker.browser_leg(live.call).pc):
                     for pair in connection._check_list:
                         if pair.state.name == "SUCCEEDED":
                             return (pair.remote_candidate.host, pair.remote_candidate.port)
@@ -236,7 +236,7 @@ class TestHostileBrowserData:
         async def watch() -> None:
             nonlocal held
             while True:
-                held = max(held, attacker.reassembly_bytes(live.call.browser.pc))
+                held = max(held, attacker.reassembly_bytes(attacker.browser_leg(live.call).pc))
                 await asyncio.sleep(0.005)
 
         content = [{"type": "input_text", "text": "x" * size}]
@@ -310,8 +310,9 @@ class TestHostileBrowserData:
         await attacker.send_sctp(live.peer, stream_id, attacker.PPID_DCEP, message)
         await live.round_trip()  # the sentinel: sent after the stray message, on the same path
         assert "error" not in [e["type"] for e in live.peer.events[before:]]
-        assert live.call.browser.channel is not None
-        assert live.call.browser.channel.id == channel.id
+        assert attacker.browser_leg(live.call).channel is not None
+        adopted = attacker.browser_leg(live.call).channel
+        assert adopted is not None and adopted.id == channel.id
         stack_errors.assert_none()
 
     @pytest.mark.parametrize("label", ["oai-events", "other"])

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config import ConfigError
 from gateway.emulator import Emulator, EmulatorCall
-from tests.functional.conftest import GatewayFactory, mint, state_of
+from tests.functional.conftest import GatewayFactory, flushed, mint, state_of
 from tests.functional.fixtures import sample_tools
 from tests.functional.fixtures.sample_hooks import Recorder
 from tests.support.peer import TestPeer
@@ -232,7 +232,7 @@ class TestPolicy:
         while error["error"]["code"] != "response_create_rate":
             error = await peer.next_event("error")
         assert error["error"]["event_id"] == "rc2"
-        await asyncio.sleep(0.3)
+        await flushed(peer, the_call(emulator))
         sent = [e.get("event_id") for e in the_call(emulator).received_events]
         assert "big" not in sent and "rc2" not in sent and "rc0" in sent
 
@@ -250,8 +250,7 @@ class TestHooks:
         upstream = the_call(emulator)
         for event_id in ("drop-me", "boom", "tag-me"):
             peer.send({"type": "response.cancel", "event_id": event_id})
-        await upstream.wait_for_event("response.cancel")
-        await asyncio.sleep(0.3)
+        await flushed(peer, upstream)
         got = [e.get("event_id") for e in upstream.received_events]
         assert "drop-me" not in got
         assert "boom" in got  # the hook raised: the event passed unchanged

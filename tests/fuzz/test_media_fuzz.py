@@ -29,7 +29,14 @@ from gateway.emulator import Emulator
 from tests.functional.conftest import GatewayFactory
 from tests.fuzz.harness import FUZZ_SCALE
 from tests.fuzz.media import Datagrams
-from tests.support.attacker import LiveCall, StackErrors, UdpAttacker, backlog, dial
+from tests.support.attacker import (
+    LiveCall,
+    StackErrors,
+    UdpAttacker,
+    backlog,
+    browser_leg,
+    dial,
+)
 from tests.support.peer import TestPeer
 
 BATCHES = max(1, round(5 * FUZZ_SCALE))
@@ -99,7 +106,7 @@ async def test_off_path_datagrams_disturb_neither_a_live_nor_a_half_open_call(
                 udp.send(data, datagrams.rng.choice(targets))
                 if index % BURST == BURST - 1:
                     await asyncio.sleep(PAUSE)
-                    largest = max(largest, backlog(half_open.call.browser.pc))
+                    largest = max(largest, backlog(browser_leg(half_open.call).pc))
             try:
                 await judge(live, half_open, stack_errors, largest, start_rss)
             except AssertionError as exc:
@@ -134,7 +141,7 @@ async def judge(
     stack_errors.assert_none()
     if not half_open.alive():
         raise AssertionError(f"the half-open call ended: {half_open.call.end_reason}")
-    largest = max(largest_backlog, backlog(half_open.call.browser.pc))
+    largest = max(largest_backlog, backlog(browser_leg(half_open.call).pc))
     if largest > MAX_BACKLOG:
         raise AssertionError(f"{largest} datagrams queued for the half-open call")
     grown = rss() - start_rss

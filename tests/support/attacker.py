@@ -27,7 +27,7 @@ import struct
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pylibsrtp
 from aiohttp import web
@@ -37,6 +37,8 @@ from aiortc.rtp import is_rtcp
 
 from gateway.call.call import Call
 from gateway.emulator import Emulator, EmulatorCall
+from gateway.rtc.peer import Peer
+from gateway.upstream.realtime import RealtimeUpstream
 from tests.functional.conftest import mint, state_of
 from tests.support.peer import Event, TestPeer
 
@@ -49,6 +51,16 @@ Address = tuple[str, int]
 OTHER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 _CANDIDATE = re.compile(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", re.IGNORECASE)
+
+
+def browser_leg(call: Call) -> Peer:
+    """The gateway's WebRTC leg to the browser (the call is typed against a protocol)."""
+    return cast(Peer, call.browser)
+
+
+def upstream_leg(call: Call) -> Peer:
+    """The gateway's WebRTC leg to the upstream (an OpenAI Realtime upstream's peer)."""
+    return cast(RealtimeUpstream, call.upstream).peer
 
 
 def host_candidates(sdp: str) -> list[Address]:
@@ -180,7 +192,9 @@ class LiveCall:
     @property
     def ports(self) -> list[Address]:
         """Every UDP address of the call on the gateway: both legs."""
-        return local_addresses(self.call.browser.pc) + local_addresses(self.call.upstream.peer.pc)
+        return local_addresses(browser_leg(self.call).pc) + local_addresses(
+            upstream_leg(self.call).pc
+        )
 
     def alive(self) -> bool:
         return self.call in list(state_of(self.gateway).calls) and not self.call.done

@@ -188,7 +188,7 @@ class Sctp:
         channel = SimpleNamespace(emit=lambda event, message: self.emitted.append(message))
         self.transport._data_channels[1] = channel  # type: ignore[assignment]
         compat.install()
-        compat._association(self.transport).max_message = max_message
+        compat.association_of(self.transport).max_message = max_message
         self.tsn = 0
 
     async def message(

@@ -157,7 +157,7 @@ class TestTaps:
         from aiortc.rtp import RtpPacket
 
         packet = RtpPacket(payload_type=111, sequence_number=sequence, timestamp=timestamp)
-        packet._data = payload
+        packet._data = payload  # type: ignore[attr-defined]  # set by aiortc's receiver
         return packet
 
     def test_a_tap_sees_each_packet_with_its_rtp_timing(self) -> None:

@@ -4,6 +4,7 @@ of client events only, and untouched events still forwarded as the bytes receive
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -67,7 +68,7 @@ def _browser(clock: Clock) -> Browser:
     return Browser(clock)
 
 
-def client_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def client_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [line for line in logs if line["event"] in CLIENT_LINES]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -170,7 +171,10 @@ class TestSdp:
 class TestSession:
     def test_deep_merge(self) -> None:
         """Objects merge, lists and scalars are replaced, inputs untouched."""
-        base = {"audio": {"output": {"voice": "marin"}, "input": {"x": 1}}, "tools": [1]}
+        base: dict[str, Any] = {
+            "audio": {"output": {"voice": "marin"}, "input": {"x": 1}},
+            "tools": [1],
+        }
         merged = deep_merge(base, {"audio": {"output": {"voice": "cedar"}}, "tools": []})
         assert merged == {"audio": {"output": {"voice": "cedar"}, "input": {"x": 1}}, "tools": []}
         assert base["audio"]["output"]["voice"] == "marin"
@@ -241,7 +245,8 @@ class TestAnnounceAddress:
 
 class TestNesting:
     def test_depths(self) -> None:
-        assert [nesting(v) for v in (1, "s", {}, [], {"a": [1, {"b": {}}]})] == [0, 0, 1, 1, 4]
+        values: list[Any] = [1, "s", {}, [], {"a": [1, {"b": {}}]}]
+        assert [nesting(v) for v in values] == [0, 0, 1, 1, 4]
 
     def test_stops_counting_past_the_limit_without_recursing(self) -> None:
         deep: list[object] = []
