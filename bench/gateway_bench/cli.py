@@ -94,7 +94,16 @@ def parser() -> argparse.ArgumentParser:
         help="run the gateway from this source tree (e.g. an export of another commit) "
         "instead of the installed one, to compare versions on the same machine",
     )
-    soak = p.add_argument_group("soak (issue #7 §6)")
+    emulator = p.add_argument_group("emulator mode")
+    emulator.add_argument(
+        "--emulator-churn",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="instead of the rest: N whole calls, two at a time, through a gateway on its "
+        "built-in emulator, sampling its memory (it should stay flat)",
+    )
+    soak = p.add_argument_group("soak")
     soak.add_argument(
         "--soak",
         action="store_true",
@@ -336,6 +345,16 @@ async def _interruptible(runner: Runner) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
+    if args.emulator_churn:
+        from gateway_bench import churn
+
+        def progress(line: str) -> None:
+            if not args.quiet:
+                print(f"bench: {line}", file=sys.stderr, flush=True)
+
+        outcome = asyncio.run(churn.run(args.emulator_churn, progress, args.gateway_source))
+        print(json.dumps(outcome, indent=2) if args.json else churn.render(outcome))
+        return 0
     gateway_cpus, load_cpus, warning = plan_cpus(args.pin)
     if load_cpus is not None:
         pin_self(load_cpus)
