@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -109,6 +111,17 @@ class Settings:
     max_event_bytes: int = 256 * 1024
     events_per_second: float = 50.0
     response_creates_per_minute: int = 30
+    # Shared state for several processes (secrets, the call directory, rate windows).
+    redis_url: Secret | None = None
+    # This process as the others know it: a name, and where they reach it.
+    node_name: str | None = None
+    node_address: str | None = None
+    # Authenticates requests one gateway process forwards to another.
+    cluster_secret: Secret | None = None
+    # Proxies whose X-Forwarded-For / Forwarded headers name the real client (CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    # Worker processes sharing the port (serve --workers); 0 means one per usable CPU.
+    workers: int = 1
 
     @property
     def uses_emulator(self) -> bool:
@@ -272,6 +285,16 @@ class Settings:
                 1,
                 100000,
             ),
+            "redis_url": _redis_url(env.get("GATEWAY_REDIS_URL")),
+            "node_name": _node_name(env.get("GATEWAY_NODE_NAME")),
+            "node_address": _url("GATEWAY_NODE_ADDRESS", env["GATEWAY_NODE_ADDRESS"])
+            if "GATEWAY_NODE_ADDRESS" in env
+            else None,
+            "cluster_secret": _cluster_secret(env.get("GATEWAY_CLUSTER_SECRET")),
+            "trusted_proxies": _networks(
+                "GATEWAY_TRUSTED_PROXIES", env.get("GATEWAY_TRUSTED_PROXIES")
+            ),
+            "workers": _workers(env.get("GATEWAY_WORKERS")),
         }
         names = {f.name for f in fields(cls)}
         for key, value in overrides.items():
@@ -444,3 +467,73 @@ def _json_object(name: str, raw: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a JSON object (a session config)")
     return value
+
+
+def _redis_url(raw: str | None) -> Secret | None:
+    if raw is None:
+        return None
+    parsed = urlsplit(raw.strip())
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "GATEWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL "
+            "(e.g. redis://:password@redis:6379/0)"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigError("GATEWAY_REDIS_URL has a port that is not a number") from None
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError("GATEWAY_REDIS_URL names no host (e.g. redis://redis:6379/0)")
+    if parsed.scheme == "unix" and not parsed.path:
+        raise ConfigError("GATEWAY_REDIS_URL names no socket path (e.g. unix:///run/redis.sock)")
+    del port
+    database = parsed.path.strip("/") if parsed.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise ConfigError(
+            "GATEWAY_REDIS_URL's path must be a database number (e.g. redis://redis:6379/0)"
+        )
+    # The URL may carry a password: it is a secret from here on.
+    return Secret(raw.strip())
+
+
+def _node_name(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    name = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+        raise ConfigError(
+            "GATEWAY_NODE_NAME must be 1-63 letters, digits, '.', '_' or '-', got " + repr(raw)
+        )
+    return name
+
+
+def _cluster_secret(raw: str | None) -> Secret | None:
+    if raw is None:
+        return None
+    if len(raw.strip()) < 16:
+        raise ConfigError("GATEWAY_CLUSTER_SECRET must be at least 16 characters long")
+    return Secret(raw.strip())
+
+
+def _networks(name: str, raw: str | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a comma-separated list of addresses or CIDR networks "
+                f"(e.g. 10.0.0.0/8,127.0.0.1), got {part!r}"
+            ) from None
+    return tuple(out)
+
+
+def _workers(raw: str | None) -> int:
+    if raw is None:
+        return 1
+    if raw.strip().lower() == "auto":
+        return 0
+    return _int("GATEWAY_WORKERS", raw, 1, 1, 256)

@@ -18,6 +18,7 @@ into an OpenAI-shaped HTTP error (``{"error": {"message", "type", "code", "param
      ├── NotFound                    404 code=not_found
      ├── RateLimited                 429 code=rate_limit_exceeded   (retry_after)
      ├── Unavailable                 503 code=unavailable            (retry_after)
+     │    └── StoreUnavailable       503 code=store_unavailable     (the shared store is down)
      └── UpstreamError               502 server_error (retryable, upstream_status)
           └── UpstreamTimeout        504
 """
@@ -119,6 +120,19 @@ class Unavailable(GatewayError):
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Unavailable):
+    """The shared store (Redis) cannot be reached: what needs it waits, live calls go on."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2) -> None:
+        super().__init__(
+            message
+            or "The gateway's shared store is unreachable; retry shortly (live calls go on).",
+            retry_after=retry_after,
+        )
 
 
 class UpstreamError(GatewayError):

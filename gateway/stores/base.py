@@ -58,9 +58,16 @@ class CallEntry:
 
 
 class CallDirectory(Protocol):
-    """Every live call of the gateway, whichever process runs it."""
+    """Every live call of the gateway, whichever process runs it.
+
+    Entries are kept alive by their owner (:meth:`refresh`, every few seconds): a process that
+    dies without unregistering its calls has them leave the directory within seconds.
+    """
 
     async def register(self, entry: CallEntry) -> None: ...
+
+    async def refresh(self, entries: list[CallEntry]) -> None:
+        """The owner's calls are still live (and are entered again if they were lost)."""
 
     async def unregister(self, call_id: str) -> None: ...
 
@@ -70,9 +77,45 @@ class CallDirectory(Protocol):
 
 
 @dataclass(frozen=True)
+class NodeEntry:
+    """A gateway process, as the others know it."""
+
+    name: str
+    address: str
+    """Where the others reach it (``http://host:port``)."""
+    group: str = ""
+    """The processes of one host's ``serve --workers`` share a group (one scrape sums them)."""
+    started_at: float = 0.0
+
+
+class NodeDirectory(Protocol):
+    """The live gateway processes; each refreshes its own entry every few seconds."""
+
+    async def announce(self, node: NodeEntry) -> None: ...
+
+    async def withdraw(self, name: str) -> None: ...
+
+    async def nodes(self) -> list[NodeEntry]: ...
+
+
+class Health(Protocol):
+    """Whether the stores can be reached now (what readiness reports)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def check(self) -> bool:
+        """Try the stores now; updates :attr:`healthy`."""
+
+
+@dataclass(frozen=True)
 class Stores:
     """The stores one gateway uses, made once where the app is built."""
 
     secrets: SecretStore
     rates: RateWindows
     calls: CallDirectory
+    nodes: NodeDirectory
+    health: Health
+    shared: bool = False
+    """Shared with other processes (so calls may live elsewhere, and be forwarded to)."""

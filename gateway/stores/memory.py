@@ -17,7 +17,7 @@ from gateway.client_secrets import (
     unknown_secret,
 )
 from gateway.ratelimit import SlidingWindow
-from gateway.stores.base import CallEntry, Stores
+from gateway.stores.base import CallEntry, NodeEntry, Stores
 
 # At the cap, expired secrets are looked for everywhere at most this often (seconds): a full
 # scan costs milliseconds at 100k, and a mint flood must not pay it for every request.
@@ -118,6 +118,10 @@ class MemoryCallDirectory:
     async def register(self, entry: CallEntry) -> None:
         self._entries[entry.call_id] = entry
 
+    async def refresh(self, entries: list[CallEntry]) -> None:
+        for entry in entries:
+            self._entries[entry.call_id] = entry
+
     async def unregister(self, call_id: str) -> None:
         self._entries.pop(call_id, None)
 
@@ -128,9 +132,36 @@ class MemoryCallDirectory:
         return list(self._entries.values())
 
 
+class MemoryNodeDirectory:
+    """This process alone."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, NodeEntry] = {}
+
+    async def announce(self, node: NodeEntry) -> None:
+        self._nodes[node.name] = node
+
+    async def withdraw(self, name: str) -> None:
+        self._nodes.pop(name, None)
+
+    async def nodes(self) -> list[NodeEntry]:
+        return list(self._nodes.values())
+
+
+class AlwaysHealthy:
+    """Memory is always there."""
+
+    healthy = True
+
+    async def check(self) -> bool:
+        return True
+
+
 def memory_stores(*, single_use: bool = True, max_secrets: int = DEFAULT_MAX_OUTSTANDING) -> Stores:
     return Stores(
         secrets=MemorySecretStore(single_use=single_use, max_outstanding=max_secrets),
         rates=MemoryRateWindows(),
         calls=MemoryCallDirectory(),
+        nodes=MemoryNodeDirectory(),
+        health=AlwaysHealthy(),
     )

@@ -124,3 +124,53 @@ class TestNetworkSettings:
             return
         with pytest.raises(ConfigError, match=needle):
             Settings.from_env(env)
+
+
+class TestClusterSettings:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://redis:6379",
+            "redis://",
+            "redis://redis:port/0",
+            "redis://:pw@redis:6379/zero",
+            "unix://",
+        ],
+    )
+    def test_bad_redis_urls_are_one_line_without_the_password(self, url: str) -> None:
+        """A Redis URL that cannot work fails at startup, naming the setting, not the password."""
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({"GATEWAY_REDIS_URL": url})
+        assert "GATEWAY_REDIS_URL" in str(info.value) and "pw" not in str(info.value)
+
+    def test_cluster_settings_parse(self) -> None:
+        """Redis, node, proxies and workers."""
+        s = Settings.from_env(
+            {
+                "GATEWAY_REDIS_URL": "rediss://:pw@redis.example:6380/2",
+                "GATEWAY_NODE_NAME": "gw-1",
+                "GATEWAY_NODE_ADDRESS": "http://10.0.0.5:8080",
+                "GATEWAY_CLUSTER_SECRET": "0123456789abcdef0123",
+                "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+                "GATEWAY_WORKERS": "auto",
+            }
+        )
+        assert s.redis_url is not None and "pw" not in repr(s)
+        assert s.trusted_proxies == ("10.0.0.0/8", "127.0.0.1/32")
+        assert (s.node_name, s.node_address, s.workers) == ("gw-1", "http://10.0.0.5:8080", 0)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("GATEWAY_NODE_NAME", "has space"),
+            ("GATEWAY_CLUSTER_SECRET", "short"),
+            ("GATEWAY_WORKERS", "0"),
+            ("GATEWAY_NODE_ADDRESS", "10.0.0.5:8080"),
+        ],
+    )
+    def test_bad_values_name_the_setting(self, name: str, value: str) -> None:
+        """Each bad cluster setting is refused with its name."""
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({name: value})
+        assert name in str(info.value)
