@@ -122,6 +122,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Worker processes sharing the port (serve --workers); 0 means one per usable CPU.
     workers: int = 1
+    # Set by serve --workers for its workers: the processes of one host, summed in one scrape.
+    worker_group: str = ""
 
     @property
     def uses_emulator(self) -> bool:
@@ -295,6 +297,7 @@ class Settings:
                 "GATEWAY_TRUSTED_PROXIES", env.get("GATEWAY_TRUSTED_PROXIES")
             ),
             "workers": _workers(env.get("GATEWAY_WORKERS")),
+            "worker_group": env.get("GATEWAY_WORKER_GROUP", ""),
         }
         names = {f.name for f in fields(cls)}
         for key, value in overrides.items():

@@ -33,9 +33,9 @@ class Node:
 
 
 class CallRegistry:
-    def __init__(self, directory: CallDirectory | None = None, node: Node = Node()) -> None:
+    def __init__(self, directory: CallDirectory | None = None, node: Node | None = None) -> None:
         self._directory: CallDirectory = directory or MemoryCallDirectory()
-        self.node = node
+        self.node = node or Node()
         self._calls: dict[str, Call] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -44,6 +44,10 @@ class CallRegistry:
 
     def __iter__(self) -> Iterator[Call]:
         return iter(list(self._calls.values()))
+
+    def find(self, call_id: str) -> Call | None:
+        """The live call ``call_id`` if this process runs it."""
+        return self._calls.get(call_id)
 
     def get(self, call_id: str) -> Call:
         call = self._calls.get(call_id)

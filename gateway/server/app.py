@@ -21,6 +21,7 @@ from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.rtc import compat, guard
 from gateway.server import demo, probes, realtime, sideband
+from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
     cors_middleware,
@@ -29,9 +30,11 @@ from gateway.server.middlewares import (
     metrics_middleware,
     shape_bare_errors,
 )
+from gateway.server.proxies import proxies_middleware
 from gateway.server.state import STATE, GatewayState
 from gateway.stores.base import Stores
 from gateway.stores.memory import memory_stores
+from gateway.stores.redis import redis_client, redis_stores
 from gateway.tools import ToolRegistry, load_tool_modules
 from gateway.upstream.base import UpstreamFactory
 from gateway.upstream.factory import realtime_upstreams
@@ -77,20 +80,19 @@ def create_app(
     ``stores`` holds what requests share (default: this process's memory)."""
     compat.install()
     if stores is None:
-        stores = memory_stores(
-            single_use=settings.client_secret_single_use,
-            max_secrets=settings.max_client_secrets,
-        )
+        stores = stores_for(settings)
     state = GatewayState(
         settings=settings,
         stores=stores,
-        calls=CallRegistry(stores.calls),
+        calls=CallRegistry(stores.calls, node_of(settings)),
         services=services_from(settings, registry),
     )
     heads = HeadDeadline()
     app = web.Application(
         middlewares=[
             heads.middleware,
+            # First: every later middleware and handler sees the client, not the proxy.
+            proxies_middleware(settings.trusted_proxies),
             metrics_middleware,
             # Outside the others, so CORS refusals, preflights and error bodies get them too.
             headers_middleware,
@@ -118,7 +120,9 @@ def create_app(
         web_dir=Path(settings.web_dir) if settings.web_dir else demo.DEFAULT_WEB_DIR,
     )
     # Cleanup runs in reverse: calls end (and hang up upstream) before the client goes away.
+    app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstreams(upstreams))
+    app.cleanup_ctx.append(cluster)
     app.cleanup_ctx.append(_calls)
     return app
 
@@ -140,6 +144,29 @@ def _upstreams(factory: UpstreamFactory | None) -> Any:
                 state.upstreams = None
 
     return upstreams
+
+
+def stores_for(settings: Settings) -> Stores:
+    """Redis when GATEWAY_REDIS_URL is set (ConfigError if it is unusable); else memory."""
+    if settings.redis_url is None:
+        return memory_stores(
+            single_use=settings.client_secret_single_use, max_secrets=settings.max_client_secrets
+        )
+    return redis_stores(
+        redis_client(settings.redis_url),
+        single_use=settings.client_secret_single_use,
+        max_secrets=settings.max_client_secrets,
+    )
+
+
+async def _stores(app: web.Application) -> AsyncIterator[None]:
+    """Check the stores once at startup (an unreachable Redis is a warning: readiness says it,
+    and the gateway recovers when it returns); close their connections at the end."""
+    stores = app[STATE].stores
+    if stores.shared and not await stores.health.check():
+        log.warning("store.unreachable_at_startup")
+    yield
+    await stores.close()
 
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.call.call import Call
 from gateway.call.outcomes import EndReason
 from gateway.call.setup import CallRequest, Dialect, new_call_id, open_call
 from gateway.client_secrets import token_digest
@@ -34,7 +35,9 @@ from gateway.protocol.session import (
 )
 from gateway.server.auth import identify, require_server
 from gateway.server.body import read_json, read_offer
+from gateway.server.forward import Forwarder
 from gateway.server.state import STATE, GatewayState
+from gateway.stores.base import CallEntry
 
 log = structlog.get_logger(__name__)
 
@@ -183,25 +186,40 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     )
 
 
+async def elsewhere(state: GatewayState, request: web.Request, call_id: str) -> CallEntry | None:
+    """The directory entry of ``call_id`` if another process owns it and ``request`` should
+    go there (a request that was itself forwarded is answered here, whatever happens)."""
+    forwarder = state.forwarder
+    if forwarder is None or not state.stores.shared or forwarder.is_forwarded(request):
+        return None
+    entry = await state.stores.calls.lookup(call_id)
+    return entry if forwarder.owner_elsewhere(entry) else None
+
+
+def _no_such_call(call_id: str) -> NotFound:
+    # The same answer for "no such call" and "not yours": no probing for live call ids.
+    return NotFound(f"No call found with id '{call_id}'.", param="call_id")
+
+
 async def hangup(request: web.Request) -> web.Response:
-    """End a call: the app's backend (gateway key) or the browser that opened it (its secret)."""
+    """End a call: the app's backend (gateway key) or the browser that opened it (its secret).
+
+    Wherever it lands: a call another process runs is hung up there."""
     state = _state(request)
     caller = identify(request, state)
     call_id = request.match_info["call_id"]
-    try:
-        call = state.calls.get(call_id)
-    except NotFound:
-        call = None
-    allowed = call is not None and (
-        caller.is_server
-        or (
-            call.request.token_digest is not None
-            and secrets.compare_digest(call.request.token_digest, token_digest(caller.token))
-        )
+    call = state.calls.find(call_id)
+    if call is None:
+        entry = await elsewhere(state, request, call_id)
+        if entry is not None and state.forwarder is not None:
+            return await state.forwarder.http(request, entry)
+        raise _no_such_call(call_id)
+    allowed = caller.is_server or (
+        call.request.token_digest is not None
+        and secrets.compare_digest(call.request.token_digest, token_digest(caller.token))
     )
-    if call is None or not allowed:
-        # The same answer for "no such call" and "not yours": no probing for live call ids.
-        raise NotFound(f"No call found with id '{call_id}'.", param="call_id")
+    if not allowed:
+        raise _no_such_call(call_id)
     call.stop(EndReason.HANGUP)
     try:
         async with asyncio.timeout(HANGUP_WAIT):
@@ -211,19 +229,69 @@ async def hangup(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _view(state: GatewayState, call: Call) -> dict[str, Any]:
+    return {**call.snapshot().view(), "owner": state.calls.node.name}
+
+
 async def list_calls(request: web.Request) -> web.Response:
-    """Admin (gateway key): every live call on this process."""
+    """Admin (gateway key): every live call of the gateway, each naming the process it runs on.
+
+    Another process's calls are as that process reports them; one that does not answer in time
+    has its calls listed from the directory, with what the directory knows."""
     state = _state(request)
     require_server(request, state)
-    data = [call.snapshot().view() for call in state.calls]
+    data = [_view(state, call) for call in state.calls]
+    forwarder = state.forwarder
+    local_only = request.query.get("scope") == "local" and (
+        forwarder is not None and forwarder.is_forwarded(request)
+    )
+    if state.stores.shared and forwarder is not None and not local_only:
+        elsewhere_by_owner: dict[str, list[CallEntry]] = {}
+        for entry in await state.stores.calls.entries():
+            if forwarder.owner_elsewhere(entry):
+                elsewhere_by_owner.setdefault(entry.address, []).append(entry)
+        for address, entries in elsewhere_by_owner.items():
+            data += await _remote_views(forwarder, address, entries)
     return web.json_response({"object": "list", "data": data})
 
 
+async def _remote_views(
+    forwarder: Forwarder, address: str, entries: list[CallEntry]
+) -> list[dict[str, Any]]:
+    try:
+        answer = await forwarder.get_json(address, "/v1/realtime/calls?scope=local")
+        views = answer["data"] if isinstance(answer, dict) else None
+        if isinstance(views, list):
+            wanted = {e.call_id for e in entries}
+            return [v for v in views if isinstance(v, dict) and v.get("id") in wanted]
+    except Exception as exc:  # an owner that cannot answer is listed from the directory
+        log.warning("calls.owner_unreachable", address=address, error=type(exc).__name__)
+    return [
+        {
+            "id": e.call_id,
+            "object": "realtime.call",
+            "upstream_call_id": e.upstream_call_id,
+            "dialect": e.dialect,
+            "age_s": round(max(0.0, time.time() - e.started_at), 3),
+            "owner": e.owner,
+            "state": "unknown",
+        }
+        for e in entries
+    ]
+
+
 async def get_call(request: web.Request) -> web.Response:
-    """Admin (gateway key): one live call."""
+    """Admin (gateway key): one live call, wherever it runs."""
     state = _state(request)
     require_server(request, state)
-    return web.json_response(state.calls.get(request.match_info["call_id"]).snapshot().view())
+    call_id = request.match_info["call_id"]
+    call = state.calls.find(call_id)
+    if call is None:
+        entry = await elsewhere(state, request, call_id)
+        if entry is not None and state.forwarder is not None:
+            return await state.forwarder.http(request, entry)
+        raise NotFound(f"No live call with id '{call_id}'.", param="call_id")
+    return web.json_response(_view(state, call))
 
 
 def add_routes(app: web.Application) -> None:

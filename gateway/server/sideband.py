@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.errors import AuthenticationError, InvalidRequest
 from gateway.server.auth import identify, is_gateway_key
+from gateway.server.realtime import elsewhere
 from gateway.server.state import STATE
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,14 @@ async def sideband(request: web.Request) -> web.StreamResponse:
             param="call_id",
         )
     _authorize(request)
-    call = request.app[STATE].calls.get(call_id)
+    state = request.app[STATE]
+    call = state.calls.find(call_id)
+    if call is None:
+        # Another process may run it: the sideband is relayed there, message by message.
+        entry = await elsewhere(state, request, call_id)
+        if entry is not None and state.forwarder is not None:
+            return await state.forwarder.websocket(request, entry)
+        call = state.calls.get(call_id)  # raises the 404
     ws = web.WebSocketResponse(protocols=("realtime",), heartbeat=30)
     await ws.prepare(request)
     queue = call.subscribe()

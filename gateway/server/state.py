@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +19,9 @@ from gateway.protocol.session import resolve_session, with_server_tools
 from gateway.rtc import ice
 from gateway.stores.base import Stores
 from gateway.upstream.base import UpstreamFactory
+
+if TYPE_CHECKING:
+    from gateway.server.forward import Forwarder
 from gateway.upstream.factory import RealtimeUpstreams
 from gateway.upstream.realtime import RealtimeOptions
 
@@ -39,6 +42,8 @@ class GatewayState:
     pending: int = 0
     # Where calls' upstream sessions come from; set once the app has started.
     upstreams: UpstreamFactory | None = None
+    # Sends requests about calls other processes own to them; set once the app has started.
+    forwarder: Forwarder | None = None
 
     @property
     def emulator(self) -> Emulator | None:
@@ -106,6 +111,8 @@ class GatewayState:
         """Why a load balancer should send new calls elsewhere now (None: it should not)."""
         if self.draining:
             return "draining"
+        if not self.stores.health.healthy:
+            return "store_unavailable"
         if len(self.calls) + self.pending >= self.settings.max_calls:
             return "at_capacity"
         if not self.media_ports_free():

@@ -8,6 +8,7 @@ found or ended.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,3 +120,9 @@ class Stores:
     health: Health
     shared: bool = False
     """Shared with other processes (so calls may live elsewhere, and be forwarded to)."""
+    closer: Callable[[], Awaitable[None]] | None = None
+
+    async def close(self) -> None:
+        """Release connections (the stores themselves live on, in Redis)."""
+        if self.closer is not None:
+            await self.closer()

@@ -379,4 +379,5 @@ def redis_stores(
         nodes=RedisNodeDirectory(client, health),
         health=health,
         shared=True,
+        closer=client.aclose,
     )

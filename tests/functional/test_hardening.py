@@ -175,3 +175,27 @@ class TestLocksAtSetup:
         (call,) = emulator.calls.values()
         assert call.initial_session is not None
         assert call.initial_session["model"] == "gpt-realtime-chosen"
+
+
+class TestBehindAProxy:
+    async def test_per_address_limits_see_the_client_behind_a_trusted_proxy(
+        self, make_gateway: GatewayFactory
+    ) -> None:
+        """Demo mints from two clients behind one trusted proxy count separately; an untrusted
+        peer's X-Forwarded-For is ignored."""
+        gateway = await make_gateway(
+            demo_enabled=True, calls_per_minute_per_ip=2, trusted_proxies=("127.0.0.1/32",)
+        )
+
+        async def mint_as(client: str) -> int:
+            response = await gateway.post("/demo/token", headers={"X-Forwarded-For": client})
+            return response.status
+
+        assert [await mint_as("198.51.100.1") for _ in range(3)] == [200, 200, 429]
+        assert await mint_as("198.51.100.2") == 200
+        untrusting = await make_gateway(demo_enabled=True, calls_per_minute_per_ip=2)
+        statuses = [
+            (await untrusting.post("/demo/token", headers={"X-Forwarded-For": f"1.1.1.{i}"})).status
+            for i in range(3)
+        ]
+        assert statuses == [200, 200, 429]

@@ -118,7 +118,8 @@ async def haproxy(backends: Sequence[int]) -> AsyncIterator[int]:
     binary = need(HAPROXY, "haproxy")
     port = free_port()
     servers = "\n".join(
-        f"    server gw{i} 127.0.0.1:{backend} check inter 500" for i, backend in enumerate(backends)
+        f"    server gw{i} 127.0.0.1:{backend} check inter 500"
+        for i, backend in enumerate(backends)
     )
     config = f"""
 global

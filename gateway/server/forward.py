@@ -1,0 +1,195 @@
+"""Requests about a call that another gateway process owns go to that process.
+
+Behind a load balancer that spreads requests freely, a hangup, a ``GET`` of a call or a sideband
+WebSocket may land on any process. The process that receives it finds the call's owner in the
+shared call directory and forwards the request there unchanged (method, path, query, headers,
+body; a WebSocket is relayed message by message), then returns the owner's answer as it came:
+the client sees no difference. The owner authorises the caller as it would have itself.
+
+A forwarded request is signed with the cluster secret (HMAC-SHA256 over the method, the path with
+its query, the sending node and a timestamp): the owner handles a signed request itself and
+never forwards it again, so a stale directory entry ends in a 404, not a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import time
+from typing import Final
+
+import aiohttp
+import structlog
+from aiohttp import WSMsgType, web
+
+from gateway.call.registry import Node
+from gateway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
+from gateway.stores.base import CallEntry
+
+log = structlog.get_logger(__name__)
+
+FORWARDED_BY: Final = "X-Gateway-Forwarded-By"
+FORWARDED_AT: Final = "X-Gateway-Forwarded-At"
+SIGNATURE: Final = "X-Gateway-Signature"
+# A signed request older (or newer) than this is not trusted: clocks of one cluster agree
+# within seconds, and a captured request must not be replayable later.
+MAX_SKEW: Final = 30.0
+# Longer than the owner may take to end a call on hangup.
+FORWARD_TIMEOUT: Final = 20.0
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+
+
+def cluster_key(secret: str) -> bytes:
+    return hashlib.sha256(b"realtime-gateway cluster\0" + secret.encode()).digest()
+
+
+class Forwarder:
+    def __init__(self, http: aiohttp.ClientSession, node: Node, key: bytes) -> None:
+        self._http = http
+        self.node = node
+        self._key = key
+
+    # -- signing ---------------------------------------------------------------------------
+
+    def _signature(self, method: str, target: str, sender: str, at: str) -> str:
+        message = "\n".join((method.upper(), target, sender, at)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def sign(self, method: str, target: str) -> dict[str, str]:
+        at = f"{time.time():.3f}"
+        return {
+            FORWARDED_BY: self.node.name,
+            FORWARDED_AT: at,
+            SIGNATURE: self._signature(method, target, self.node.name, at),
+        }
+
+    def is_forwarded(self, request: web.Request) -> bool:
+        """A request another process of this gateway signed and sent here."""
+        sender = request.headers.get(FORWARDED_BY)
+        at = request.headers.get(FORWARDED_AT)
+        signature = request.headers.get(SIGNATURE)
+        if not (sender and at and signature):
+            return False
+        try:
+            skew = abs(time.time() - float(at))
+        except ValueError:
+            return False
+        expected = self._signature(request.method, request.path_qs, sender, at)
+        return skew <= MAX_SKEW and hmac.compare_digest(expected, signature)
+
+    def owner_elsewhere(self, entry: CallEntry | None) -> bool:
+        return entry is not None and entry.owner != self.node.name and bool(entry.address)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def http(self, request: web.Request, entry: CallEntry) -> web.Response:
+        """Send ``request`` to the call's owner; its answer, as it came."""
+        target = request.path_qs
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.update(self.sign(request.method, target))
+        body = await request.read()
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT):
+                async with self._http.request(
+                    request.method, entry.address + target, headers=headers, data=body
+                ) as answer:
+                    payload = await answer.read()
+                    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    return web.Response(status=answer.status, body=payload, headers=kept)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning(
+                "forward.failed", call_id=entry.call_id, owner=entry.owner, error=type(exc).__name__
+            )
+            # The owner is gone (its entry will expire within seconds): the call is too.
+            raise NotFound(f"No call found with id '{entry.call_id}'.", param="call_id") from None
+
+    async def get_json(self, entry_address: str, target: str) -> object:
+        """A signed ``GET`` of another process's JSON (what it alone knows)."""
+        async with asyncio.timeout(3.0):
+            async with self._http.get(
+                entry_address + target, headers=self.sign("GET", target)
+            ) as answer:
+                answer.raise_for_status()
+                return await answer.json()
+
+    # -- WebSocket ----------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request, entry: CallEntry) -> web.StreamResponse:
+        """Relay a WebSocket to the call's owner, message by message, both ways."""
+        target = request.path_qs
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+        ]
+        protocols = [p for p in protocols if p]
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "user-agent", "origin")
+        }
+        headers.update(self.sign(request.method, target))
+        url = entry.address.replace("http", "ws", 1) + target
+        try:
+            upstream = await self._http.ws_connect(
+                url, protocols=protocols, headers=headers, timeout=aiohttp.ClientWSTimeout(10)
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # The owner refused (no such call, a bad key): the client gets the same refusal.
+            raise _refusal(exc.status, entry) from None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            raise NotFound(f"No call found with id '{entry.call_id}'.", param="call_id") from None
+        ws = web.WebSocketResponse(protocols=tuple(protocols), heartbeat=30)
+        await ws.prepare(request)
+        log.info("forward.websocket", call_id=entry.call_id, owner=entry.owner)
+
+        async def pipe(
+            source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+            sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        ) -> None:
+            async for message in source:
+                if message.type == WSMsgType.TEXT:
+                    await sink.send_str(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await sink.send_bytes(message.data)
+                else:
+                    break
+            await sink.close()
+
+        tasks = [
+            asyncio.ensure_future(pipe(ws, upstream)),
+            asyncio.ensure_future(pipe(upstream, ws)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
+            await upstream.close()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+
+def _refusal(status: int, entry: CallEntry) -> GatewayError:
+    if status == 401:
+        return AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+    if status == 400:
+        return InvalidRequest("The sideband request was refused by the call's gateway process.")
+    return NotFound(f"No call found with id '{entry.call_id}'.", param="call_id")
