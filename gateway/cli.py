@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (on the emulator if no key is set)")
     serve.add_argument("--host", help="address to listen on (GATEWAY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (GATEWAY_PORT, default 8080)")
+    serve.add_argument(
+        "--workers",
+        help="worker processes sharing the port, or 'auto' for one per CPU (GATEWAY_WORKERS, "
+        "default 1; more than one needs GATEWAY_REDIS_URL)",
+    )
     emulator = commands.add_parser("emulator", help="run the Realtime emulator on its own")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8090)
@@ -67,13 +72,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from gateway import log
 
+    environ = dict(os.environ)
+    if args.workers is not None:
+        environ["GATEWAY_WORKERS"] = args.workers
     try:
-        settings = Settings.from_env(os.environ, host=args.host, port=args.port)
+        settings = Settings.from_env(environ, host=args.host, port=args.port)
+        if settings.workers != 1:
+            from gateway.workers import supervise, worker_envs
+
+            worker_envs(settings, environ, 1)  # refuses a cluster setting that cannot work
     except ConfigError as exc:
         print(f"realtime-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    if settings.workers != 1:
+        try:
+            return supervise(settings, environ)
+        except ConfigError as exc:
+            print(f"realtime-gateway: configuration error: {exc}", file=sys.stderr)
+            return 2
     secrets = [s.reveal() for s in (settings.openai_api_key, settings.gateway_api_key) if s]
-    log.configure(settings.log_level, settings.log_format, secrets)
+    from gateway.server.cluster import node_of
+
+    log.configure(
+        settings.log_level, settings.log_format, secrets, fields={"node": node_of(settings).name}
+    )
     url = f"http://{settings.host}:{settings.port}"
     if settings.uses_emulator:
         # Printed, not logged: the log redactor would mask it, and in emulator mode it
@@ -119,8 +141,13 @@ async def _run_gateway(settings: Settings) -> None:
     runner = GatewayRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        # Workers of one host share the port; the kernel spreads connections among them.
+        shared = bool(settings.worker_group)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=shared or None)
         await site.start()
+        if settings.internal_port is not None:
+            # Where this worker's siblings reach it alone (forwarded requests, scrapes).
+            await web.TCPSite(runner, settings.host, settings.internal_port).start()
         log.info(
             "gateway.started",
             host=settings.host,

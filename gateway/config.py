@@ -122,8 +122,10 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Worker processes sharing the port (serve --workers); 0 means one per usable CPU.
     workers: int = 1
-    # Set by serve --workers for its workers: the processes of one host, summed in one scrape.
+    # Set by serve --workers for its workers: the processes of one host, summed in one scrape,
+    # and a port each also serves on, so its siblings can reach it alone.
     worker_group: str = ""
+    internal_port: int | None = None
 
     @property
     def uses_emulator(self) -> bool:
@@ -298,6 +300,11 @@ class Settings:
             ),
             "workers": _workers(env.get("GATEWAY_WORKERS")),
             "worker_group": env.get("GATEWAY_WORKER_GROUP", ""),
+            "internal_port": _int(
+                "GATEWAY_INTERNAL_PORT", env["GATEWAY_INTERNAL_PORT"], 0, 1, 65535
+            )
+            if "GATEWAY_INTERNAL_PORT" in env
+            else None,
         }
         names = {f.name for f in fields(cls)}
         for key, value in overrides.items():

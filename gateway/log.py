@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -58,6 +58,18 @@ class Redactor:
         return event_dict
 
 
+class _StaticFields:
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self._fields = dict(fields)
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in self._fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+
 class RedactingFilter(logging.Filter):
     """Masks secrets in stdlib log records (aiohttp quotes a refused request line back in its
     log, Authorization header included), message and traceback alike."""
@@ -76,8 +88,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
-    """Set up structlog (and stdlib logging for aiortc/aiohttp) once, at startup."""
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    secrets: Iterable[str] = (),
+    fields: Mapping[str, str] | None = None,
+) -> None:
+    """Set up structlog (and stdlib logging for aiortc/aiohttp) once, at startup. ``fields``
+    go on every line (``node``: which process of a gateway wrote it)."""
     numeric = logging.getLevelName(level.upper())
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
@@ -87,6 +105,7 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _StaticFields(fields or {}),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

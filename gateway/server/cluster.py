@@ -38,7 +38,8 @@ def node_of(settings: Settings) -> Node:
         host = _primary_address()
     if ":" in host:
         host = f"[{host}]"
-    return Node(name=name, address=f"http://{host}:{settings.port}")
+    port = settings.internal_port or settings.port
+    return Node(name=name, address=f"http://{host}:{port}")
 
 
 def _primary_address() -> str:

@@ -118,6 +118,13 @@ class Forwarder:
             # The owner is gone (its entry will expire within seconds): the call is too.
             raise NotFound(f"No call found with id '{entry.call_id}'.", param="call_id") from None
 
+    async def get_text(self, address: str, target: str) -> str:
+        """A signed ``GET`` of another process's text."""
+        async with asyncio.timeout(3.0):
+            async with self._http.get(address + target, headers=self.sign("GET", target)) as answer:
+                answer.raise_for_status()
+                return await answer.text()
+
     async def get_json(self, entry_address: str, target: str) -> object:
         """A signed ``GET`` of another process's JSON (what it alone knows)."""
         async with asyncio.timeout(3.0):

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.cluster import GATEWAY_KEY, Cluster, auth, cluster
+from tests.support.cluster import GATEWAY_KEY, auth, cluster
 from tests.support.peer import TestPeer
 
 
@@ -69,7 +69,7 @@ class TestOneGateway:
             )
             assert sorted(r.status for r in results) == [201, 401]
             winner, result = next(
-                (p, r) for p, r in zip((first, second), results) if r.status == 201
+                (p, r) for p, r in zip((first, second), results, strict=True) if r.status == 201
             )
             owner = "gw1" if result is results[0] else "gw2"
             call_id = result.call_id
