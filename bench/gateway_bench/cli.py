@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run the gateway from this source tree (e.g. an export of another commit) "
         "instead of the installed one, to compare versions on the same machine",
+    )
+    scale = p.add_argument_group("scale-out")
+    scale.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="measure passthrough three ways in one run: one process (in-memory stores), one "
+        "process with Redis, and `serve --workers N` with Redis (needs redis-server on PATH)",
     )
     emulator = p.add_argument_group("emulator mode")
     emulator.add_argument(
@@ -209,7 +220,9 @@ class Runner:
             elapsed = time.monotonic() - self.started
             print(f"bench [{elapsed:5.1f} s]: {message}", file=sys.stderr, flush=True)
 
-    async def start_gateway(self, env: LoadEnv, media: str) -> GatewayProcess:
+    async def start_gateway(
+        self, env: LoadEnv, media: str, *, redis_url: str | None = None, workers: int = 1
+    ) -> GatewayProcess:
         settings = gateway_env(
             os.environ,
             media=media,
@@ -219,7 +232,13 @@ class Runner:
             gateway_key="gk_bench_" + secrets.token_urlsafe(16),
             max_calls=max(100, 2 * self.args.calls + self.args.churn + 10),
         )
-        gateway = await GatewayProcess.start(settings, self.gateway_cpus, self.args.gateway_source)
+        if redis_url is not None:
+            settings["GATEWAY_REDIS_URL"] = redis_url
+        # Workers need more than one core: they are not pinned to the gateway's one.
+        cpus = self.gateway_cpus if workers == 1 else None
+        gateway = await GatewayProcess.start(
+            settings, cpus, self.args.gateway_source, workers=workers
+        )
         self.gateways.append(gateway)
         await gateway.wait_ready(env.http)
         self.progress(f"{media}: gateway ready (pid {gateway.proc.pid})")
@@ -281,8 +300,30 @@ class Runner:
             "gateway_source": str(a.gateway_source) if a.gateway_source else None,
         }
 
+    def _topologies(self) -> list[tuple[str, str, bool, int]]:
+        """(phase name, media, with Redis, workers) of each phase this run measures."""
+        if self.args.workers:
+            n = self.args.workers
+            return [
+                ("passthrough", "passthrough", False, 1),
+                ("1 process + Redis", "passthrough", True, 1),
+                (f"{n} workers + Redis", "passthrough", True, n),
+            ]
+        return [(media, media, False, 1) for media in modes_of(self.args)]
+
     async def _phases(self, env: LoadEnv) -> dict[str, Any]:
-        modes = modes_of(self.args)
+        topologies = self._topologies()
+        modes = [name for name, *_ in topologies]
+        async with redis_for(any(redis for _, _, redis, _ in topologies)) as redis_url:
+            return await self._run_phases(env, topologies, modes, redis_url)
+
+    async def _run_phases(
+        self,
+        env: LoadEnv,
+        topologies: list[tuple[str, str, bool, int]],
+        modes: list[str],
+        redis_url: str | None,
+    ) -> dict[str, Any]:
         config = PhaseConfig(
             calls=self.args.calls,
             seconds=self.args.seconds,
@@ -290,8 +331,13 @@ class Runner:
             ramp=self.args.ramp,
         )
         phases: dict[str, dict[str, Any]] = {}
-        for media in modes:
-            gateway = await self.start_gateway(env, media)
+        for media, gateway_media, with_redis, workers in topologies:
+            gateway = await self.start_gateway(
+                env,
+                gateway_media,
+                redis_url=redis_url if with_redis else None,
+                workers=workers,
+            )
             try:
                 result = await run_phase(media, config, env, gateway)
             finally:
@@ -388,3 +434,42 @@ def console() -> int:
     import sys
 
     return main(sys.argv[1:])
+
+
+@contextlib.asynccontextmanager
+async def redis_for(needed: bool) -> AsyncIterator[str | None]:
+    """A throwaway redis-server on loopback for the phases that share state through Redis."""
+    if not needed:
+        yield None
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("--workers needs redis-server on PATH (apt-get install redis-server)")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                break
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        await proc.wait()

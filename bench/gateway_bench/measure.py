@@ -91,25 +91,60 @@ class CpuSample:
 
 
 class ProcessProbe:
-    """Reads a live process's CPU, memory and descriptor counts from ``/proc``."""
+    """Reads a live process's CPU, memory and descriptor counts from ``/proc``; with ``tree``,
+    summed over it and every process below it (``serve --workers``: the supervisor and its
+    workers; the main thread figures are the workers' main threads added up)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, tree: bool = False) -> None:
         self.pid = pid
         self._root = Path(f"/proc/{pid}")
+        self._tree = tree
+
+    def _pids(self) -> list[int]:
+        if not self._tree:
+            return [self.pid]
+        found, queue = [], [self.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            try:
+                queue += [int(child) for child in children.read_text().split()]
+            except OSError:
+                continue
+        return found
 
     def cpu(self) -> CpuSample:
         at = time.monotonic()
-        total = parse_stat_cpu((self._root / "stat").read_text())
-        task = self._root / "task" / str(self.pid)
-        main = parse_stat_cpu((task / "stat").read_text())
-        wait = parse_schedstat_wait((task / "schedstat").read_text())
+        total = main = wait = 0.0
+        for pid in self._pids():
+            root = Path(f"/proc/{pid}")
+            try:
+                total += parse_stat_cpu((root / "stat").read_text())
+                task = root / "task" / str(pid)
+                main += parse_stat_cpu((task / "stat").read_text())
+                wait += parse_schedstat_wait((task / "schedstat").read_text())
+            except OSError:  # a worker that just exited
+                continue
         return CpuSample(at, total, main, wait)
 
     def rss(self) -> int:
-        return parse_status_rss((self._root / "status").read_text())
+        total = 0
+        for pid in self._pids():
+            try:
+                total += parse_status_rss(Path(f"/proc/{pid}/status").read_text())
+            except OSError:
+                continue
+        return total
 
     def fds(self) -> int:
-        return len(os.listdir(self._root / "fd"))
+        total = 0
+        for pid in self._pids():
+            try:
+                total += len(os.listdir(f"/proc/{pid}/fd"))
+            except OSError:
+                continue
+        return total
 
     def threads(self) -> int:
         return len(os.listdir(self._root / "task"))

@@ -70,11 +70,13 @@ def gateway_env(
 
 
 class GatewayProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, key: str) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, key: str, *, tree: bool = False
+    ) -> None:
         self.proc = proc
         self.port = port
         self.key = key
-        self.probe = ProcessProbe(proc.pid)
+        self.probe = ProcessProbe(proc.pid, tree=tree)
         self.output: deque[str] = deque(maxlen=200)
         self._reader = asyncio.get_running_loop().create_task(
             self._read_output(), name="bench-gateway-output"
@@ -90,9 +92,15 @@ class GatewayProcess:
 
     @classmethod
     async def start(
-        cls, env: Mapping[str, str], cpus: set[int] | None, source: Path | None = None
+        cls,
+        env: Mapping[str, str],
+        cpus: set[int] | None,
+        source: Path | None = None,
+        *,
+        workers: int = 1,
     ) -> GatewayProcess:
-        """Start ``python -m gateway serve``; with ``source``, that tree's gateway (its cwd)."""
+        """Start ``python -m gateway serve``; with ``source``, that tree's gateway (its cwd);
+        with ``workers`` > 1, ``serve --workers`` (measured as the whole process tree)."""
         pin = ",".join(str(c) for c in sorted(cpus)) if cpus else "-"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -104,6 +112,7 @@ class GatewayProcess:
             "-m",
             "gateway",
             "serve",
+            *(("--workers", str(workers)) if workers > 1 else ()),
             env=dict(env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -111,7 +120,7 @@ class GatewayProcess:
             start_new_session=True,
             cwd=source,
         )
-        return cls(proc, int(env["GATEWAY_PORT"]), env["GATEWAY_API_KEY"])
+        return cls(proc, int(env["GATEWAY_PORT"]), env["GATEWAY_API_KEY"], tree=workers > 1)
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
         """Poll ``/healthz`` until it answers; raise with the gateway's output if it exits."""
