@@ -1,5 +1,6 @@
 """What the deploy checks share: paths, the settings' variable names, the metric catalogue,
-and finding the external linters (hadolint, promtool)."""
+the requests a TLS front must and must not pass on, and finding the external tools (hadolint,
+promtool, caddy)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 
-# The metrics of issue #4, as exposed (counters with their _total suffix).
+# The gateway's metrics, as exposed (counters with their _total suffix): docs/operations.md.
 METRICS = frozenset(
     {
         "realtime_gateway_sessions_active",
@@ -37,13 +38,68 @@ METRICS = frozenset(
         "realtime_gateway_http_requests_total",
         "realtime_gateway_capacity_calls",
         "realtime_gateway_draining",
+        "realtime_gateway_media_dropped_total",
+        "realtime_gateway_messages_dropped_total",
+        "realtime_gateway_scrape_processes",
     }
 )
+# Only on a scrape of a `serve --workers` port (how many workers' figures were added up); a
+# single process does not export it.
+WORKERS_ONLY = frozenset({"realtime_gateway_scrape_processes"})
 HISTOGRAMS = frozenset(
     {
         "realtime_gateway_session_duration_seconds",
         "realtime_gateway_setup_seconds",
         "realtime_gateway_tool_duration_seconds",
+    }
+)
+# (method, request target) a browser or an app's backend sends: a TLS front passes these on.
+PUBLIC_REQUESTS = (
+    ("POST", "/v1/realtime/client_secrets"),
+    ("OPTIONS", "/v1/realtime/client_secrets"),
+    ("POST", "/v1/realtime/calls"),
+    ("OPTIONS", "/v1/realtime/calls"),
+    ("POST", "/v1/realtime/calls/rtc_0123abcd/hangup"),
+    ("OPTIONS", "/v1/realtime/calls/rtc_0123abcd/hangup"),
+    ("POST", "/v1/realtime/sessions"),
+    ("POST", "/v1/realtime"),
+    ("POST", "/v1/realtime?model=gpt-realtime"),
+    ("GET", "/"),
+    ("GET", "/static/app.js"),
+    ("HEAD", "/static/style.css"),
+    ("POST", "/demo/token"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+)
+# Server-side only (the admin API, the sideband, the scrape) or not the gateway's at all; some
+# try to reach /metrics through a public prefix.
+PRIVATE_REQUESTS = (
+    ("GET", "/metrics"),
+    ("GET", "/v1/realtime/calls"),
+    ("GET", "/v1/realtime/calls?limit=5"),
+    ("GET", "/v1/realtime/calls/rtc_0123abcd"),
+    ("GET", "/v1/realtime?call_id=rtc_0123abcd"),
+    ("GET", "/v1/realtime/calls/rtc_0123abcd/hangup"),
+    ("DELETE", "/v1/realtime/calls/rtc_0123abcd"),
+    ("POST", "/v1/realtime/calls/rtc_0123abcd/extra/hangup"),
+    ("POST", "/metrics"),
+    ("GET", "/static/../metrics"),
+    ("GET", "/static/%2e%2e/metrics"),
+    ("GET", "/static/..%2fmetrics"),
+    ("GET", "/healthz/../metrics"),
+    ("GET", "/static/x%2f..%2f..%2fmetrics"),
+    ("GET", "/v1/realtime/calls/x%2f..%2f..%2f..%2fmetrics/hangup"),
+    ("GET", "//metrics"),
+    ("GET", "/admin"),
+)
+# Of PRIVATE_REQUESTS, the ones on a public path with another method: a front that routes by
+# path alone (an Ingress) passes them on. The gateway answers them only with its key.
+SAME_PATH_AS_PUBLIC = frozenset(
+    {
+        ("GET", "/v1/realtime/calls"),
+        ("GET", "/v1/realtime/calls?limit=5"),
+        ("GET", "/v1/realtime?call_id=rtc_0123abcd"),
+        ("GET", "/v1/realtime/calls/rtc_0123abcd/hangup"),
     }
 )
 _METRIC_NAME = re.compile(r"\brealtime_gateway_[A-Za-z0-9_]+")
@@ -63,9 +119,14 @@ def metric_names(promql: str) -> set[str]:
 
 
 def setting_names() -> set[str]:
-    """Every environment variable name gateway/config.py reads (its string literals)."""
-    source = (REPO / "gateway" / "config.py").read_text()
-    return set(re.findall(r"[\"']((?:GATEWAY|OPENAI)_[A-Z0-9_]+)[\"']", source))
+    """Every environment variable name the gateway's settings read: the string literals of
+    gateway/config.py, or of every module of the gateway/config package."""
+    single = REPO / "gateway" / "config.py"
+    paths = [single] if single.exists() else sorted((REPO / "gateway" / "config").glob("*.py"))
+    source = "\n".join(path.read_text() for path in paths)
+    names = set(re.findall(r"[\"']((?:GATEWAY|OPENAI)_[A-Z0-9_]+)[\"']", source))
+    assert names, "no setting names found under gateway/config"
+    return names
 
 
 class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
