@@ -35,14 +35,14 @@ def node_of(settings: Settings) -> Node:
         return Node(name=name, address=settings.node_address)
     host = settings.host
     if host in ("", "0.0.0.0", "::"):
-        host = _primary_address()
+        host = primary_address()
     if ":" in host:
         host = f"[{host}]"
     port = settings.internal_port or settings.port
     return Node(name=name, address=f"http://{host}:{port}")
 
 
-def _primary_address() -> str:
+def primary_address() -> str:
     """The address this host uses to reach others (no packet is sent to find it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
@@ -89,13 +89,23 @@ async def cluster(app: web.Application) -> AsyncIterator[None]:
 async def _heartbeat(state: GatewayState) -> None:
     node = state.calls.node
     started = time.time()
-    entry = NodeEntry(
-        name=node.name, address=node.address, group=state.settings.worker_group, started_at=started
-    )
     while True:
         if await state.stores.health.check():
+            entry = NodeEntry(
+                name=node.name,
+                address=node.address,
+                group=state.settings.worker_group,
+                started_at=started,
+                room=state.has_room(),
+            )
             try:
                 await state.stores.nodes.announce(entry)
+                if state.settings.worker_group:
+                    state.group_has_room = any(
+                        n.room
+                        for n in await state.stores.nodes.nodes()
+                        if n.group == state.settings.worker_group and n.name != node.name
+                    )
                 await state.stores.calls.refresh([state.calls.entry(c) for c in state.calls])
             except Exception as exc:
                 log.warning("cluster.heartbeat_failed", error=type(exc).__name__)

@@ -98,25 +98,30 @@ class Forwarder:
     # -- HTTP --------------------------------------------------------------------------------
 
     async def http(self, request: web.Request, entry: CallEntry) -> web.Response:
-        """Send ``request`` to the call's owner; its answer, as it came."""
-        target = request.path_qs
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers.update(self.sign(request.method, target))
-        body = await request.read()
+        """Send ``request`` to the owner of ``entry``'s call; its answer, as it came (a 404 if
+        the owner is gone: its entry will expire within seconds, and the call with it)."""
         try:
-            async with asyncio.timeout(FORWARD_TIMEOUT):
-                async with self._http.request(
-                    request.method, entry.address + target, headers=headers, data=body
-                ) as answer:
-                    payload = await answer.read()
-                    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-                    return web.Response(status=answer.status, body=payload, headers=kept)
+            return await self.relay(request, entry.address)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.warning(
                 "forward.failed", call_id=entry.call_id, owner=entry.owner, error=type(exc).__name__
             )
-            # The owner is gone (its entry will expire within seconds): the call is too.
             raise NotFound(f"No call found with id '{entry.call_id}'.", param="call_id") from None
+
+    async def relay(self, request: web.Request, address: str) -> web.Response:
+        """Send ``request`` to the process at ``address``, signed; its answer, as it came.
+        Raises the transport's error if that process cannot be reached."""
+        target = request.path_qs
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.update(self.sign(request.method, target))
+        body = await request.read()
+        async with asyncio.timeout(FORWARD_TIMEOUT):
+            async with self._http.request(
+                request.method, address + target, headers=headers, data=body
+            ) as answer:
+                payload = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+                return web.Response(status=answer.status, body=payload, headers=kept)
 
     async def get_text(self, address: str, target: str) -> str:
         """A signed ``GET`` of another process's text."""

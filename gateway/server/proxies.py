@@ -34,11 +34,13 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def forwarded_chain(forwarded: str | None, x_forwarded_for: str | None) -> list[str]:
-    """The addresses the proxies recorded, client first (``Forwarded`` wins when present)."""
-    if forwarded:
-        return _FORWARDED_FOR.findall(forwarded)
+    """The addresses the proxies recorded, client first. ``X-Forwarded-For`` wins when present:
+    proxies (Caddy, nginx, ingress-nginx) rewrite it but pass a client's own ``Forwarded`` on,
+    so that one is read only where a proxy writes nothing else."""
     if x_forwarded_for:
         return [part.strip() for part in x_forwarded_for.split(",") if part.strip()]
+    if forwarded:
+        return _FORWARDED_FOR.findall(forwarded)
     return []
 
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -101,12 +102,27 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     started = time.monotonic()
     state = _state(request)
     caller = identify(request, state)
+    forwarder = state.forwarder
+    forwarded = forwarder is not None and forwarder.is_forwarded(request)
     try:
-        # The app's backend (gateway key) is trusted with its own pace; browsers are not.
-        if not caller.is_server:
+        # The app's backend (gateway key) is trusted with its own pace; browsers are not. A
+        # call another process passed on was counted there.
+        if not caller.is_server and not forwarded:
             await state.check_rate(request.remote, token_digest(caller.token))
         state.check_capacity()
-    except (Unavailable, RateLimited):
+    except Unavailable as exc:
+        if exc.code in ("at_capacity", "ice_ports_exhausted") and not forwarded:
+            # Full here, but another process (this host's workers first) may have room: behind
+            # a shared port or a load balancer, the call should not fail for landing here.
+            sibling = await state.sibling_with_room()
+            if sibling is not None and forwarder is not None:
+                try:
+                    return await forwarder.relay(request, sibling)
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    pass
+        state.metrics.call_rejected()
+        raise
+    except RateLimited:
         state.metrics.call_rejected()
         raise
     digest: bytes | None = None

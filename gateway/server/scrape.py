@@ -42,8 +42,11 @@ def merge(texts: Iterable[str], *, extra: dict[str, float] | None = None) -> str
                     samples[key] += value
     lines: list[str] = []
     for name, (kind, doc, samples) in families.items():
-        lines.append(f"# HELP {name} {_escape_doc(doc)}")
-        lines.append(f"# TYPE {name} {kind}")
+        # As prometheus_client writes it: a counter's block is named with its _total (its
+        # _created timestamps come as gauge families of their own, and stay so).
+        block = f"{name}_total" if kind == "counter" else name
+        lines.append(f"# HELP {block} {_escape_doc(doc)}")
+        lines.append(f"# TYPE {block} {kind}")
         for (sample_name, labels), value in samples.items():
             lines.append(f"{sample_name}{_labels(labels)} {_number(value)}")
     for name, value in (extra or {}).items():

@@ -44,6 +44,9 @@ class GatewayState:
     upstreams: UpstreamFactory | None = None
     # Sends requests about calls other processes own to them; set once the app has started.
     forwarder: Forwarder | None = None
+    # Whether another worker of this host had room at the last heartbeat: a full worker behind
+    # the shared port passes new calls on, so the host is still ready.
+    group_has_room: bool = False
 
     @property
     def emulator(self) -> Emulator | None:
@@ -101,6 +104,15 @@ class GatewayState:
                 code="at_capacity",
                 retry_after=2,
             )
+        if not self.media_ports_free():
+            # Known before anything is dialled: no upstream session is opened for nothing.
+            low, high = self.settings.ice_port_range or (0, 0)
+            raise Unavailable(
+                f"No free UDP port for media in GATEWAY_ICE_PORT_RANGE ({low}-{high}); "
+                "retry shortly.",
+                code="ice_ports_exhausted",
+                retry_after=2,
+            )
 
     @property
     def ready(self) -> bool:
@@ -113,11 +125,29 @@ class GatewayState:
             return "draining"
         if not self.stores.health.healthy:
             return "store_unavailable"
-        if len(self.calls) + self.pending >= self.settings.max_calls:
-            return "at_capacity"
-        if not self.media_ports_free():
-            return "no_media_ports"
-        return None
+        full = len(self.calls) + self.pending >= self.settings.max_calls
+        reason = "at_capacity" if full else None if self.media_ports_free() else "no_media_ports"
+        if reason is not None and self.group_has_room:
+            return None  # a worker of this host has room: the call is passed to it
+        return reason
+
+    def has_room(self) -> bool:
+        """Could take one more call (capacity and media ports; drain and store aside)."""
+        return len(self.calls) + self.pending < self.settings.max_calls and self.media_ports_free()
+
+    async def sibling_with_room(self) -> str | None:
+        """The address of another process that had room at its last heartbeat: one of this
+        host's workers first, else any (None: none, or the stores are not shared)."""
+        if not self.stores.shared:
+            return None
+        try:
+            nodes = await self.stores.nodes.nodes()
+        except Exception:
+            return None
+        me, group = self.calls.node.name, self.settings.worker_group
+        candidates = [n for n in nodes if n.name != me and n.room and n.address]
+        candidates.sort(key=lambda n: (not group or n.group != group, n.name))
+        return candidates[0].address if candidates else None
 
     def media_ports_free(self) -> bool:
         """Whether GATEWAY_ICE_PORT_RANGE has room for one more call's sockets."""

@@ -87,6 +87,8 @@ class NodeEntry:
     group: str = ""
     """The processes of one host's ``serve --workers`` share a group (one scrape sums them)."""
     started_at: float = 0.0
+    room: bool = True
+    """It could take a call at its last heartbeat (below capacity, media ports free)."""
 
 
 class NodeDirectory(Protocol):

@@ -285,6 +285,7 @@ class RedisNodeDirectory(_Base):
                     "address": node.address,
                     "group": node.group,
                     "started_at": repr(node.started_at),
+                    "room": "1" if node.room else "0",
                 },
             )
             pipe.pexpire(key, int(ENTRY_TTL * 1000))
@@ -322,6 +323,7 @@ class RedisNodeDirectory(_Base):
                             address=data.get("address", ""),
                             group=data.get("group", ""),
                             started_at=float(data.get("started_at") or 0),
+                            room=data.get("room", "1") == "1",
                         )
                     )
             return out

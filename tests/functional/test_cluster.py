@@ -150,6 +150,25 @@ class TestOneGateway:
             assert statuses == [201, 201, 201, 429]
 
 
+class TestCapacity:
+    async def test_a_full_process_passes_a_new_call_to_one_with_room(
+        self, peers: list[TestPeer]
+    ) -> None:
+        """Behind a shared port or a balancer that ignores readiness, a call that lands on a
+        full process is answered by one with room; when all are full, 503 at_capacity."""
+        async with cluster(2, GATEWAY_MAX_CALLS="1") as c, aiohttp.ClientSession() as http:
+            gw0 = c.gateways[0].url
+            owners = []
+            for _ in range(2):
+                peer, status, call_id = await dial(http, gw0, await mint(http, gw0), peers)
+                assert status == 201 and call_id is not None
+                await peer.wait_open()
+                owners.append((await calls_listed(http, gw0))[call_id])
+            assert sorted(owners) == ["gw0", "gw1"]
+            _, status, _ = await dial(http, gw0, await mint(http, gw0), peers)
+            assert status == 503
+
+
 class TestFailures:
     async def test_a_killed_process_takes_only_its_calls_and_they_leave_the_listing(
         self, peers: list[TestPeer]

@@ -32,7 +32,12 @@ class TestClientAddress:
 
 
 class TestHeaders:
-    def test_forwarded_wins_and_ports_and_brackets_go(self) -> None:
+    def test_x_forwarded_for_wins_over_a_forwarded_a_client_may_have_sent(self) -> None:
+        """Proxies rewrite X-Forwarded-For but pass Forwarded on: X-Forwarded-For is read."""
+        chain = forwarded_chain("for=6.6.6.6", "198.51.100.7")
+        assert client_address("127.0.0.1", chain, TRUSTED) == "198.51.100.7"
+
+    def test_forwarded_ports_and_brackets_go(self) -> None:
         """RFC 7239 ``for=`` values, quoted v6 with ports included, client first."""
         chain = forwarded_chain('for=198.51.100.7:4711, for="[2001:db8::1]:80";proto=https', None)
         assert chain == ["198.51.100.7:4711", "2001:db8::1"]

@@ -52,3 +52,14 @@ class TestMerge:
         """A single exposition comes out with the same values."""
         text = worker(5, 0, 0.0, [1.0])
         assert values(merge([text])) == values(text)
+
+    def test_type_lines_name_the_samples_as_prometheus_client_does(self) -> None:
+        """Merged output keeps counters' _total block names and _created as gauges, so it
+        reads back as the same families and types."""
+        text = worker(1, 0, 0.0, [0.5])
+        merged = merge([text, text])
+        assert "# TYPE realtime_gateway_sessions_total counter" in merged
+        assert "# TYPE realtime_gateway_sessions_created gauge" in merged
+        original = {(f.name, f.type) for f in text_string_to_metric_families(text)}
+        again = {(f.name, f.type) for f in text_string_to_metric_families(merged)}
+        assert again == original
