@@ -13,25 +13,59 @@ from aiohttp import web
 from gateway import __version__
 from gateway.config import ConfigError, Settings
 
+# The flags that stand for a setting, and its variable.
+FLAGS = (("host", "GATEWAY_HOST"), ("port", "GATEWAY_PORT"), ("workers", "GATEWAY_WORKERS"))
+SETTINGS_HINT = (
+    "Everything else is set by environment variables (GATEWAY_*, OPENAI_API_KEY, "
+    "OPENAI_BASE_URL): the README's Configuration table describes each; `realtime-gateway "
+    "config` prints the effective values."
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realtime-gateway",
-        description="WebRTC relay gateway for the OpenAI Realtime API.",
+        description="A WebRTC relay gateway for OpenAI's voice APIs: browsers call it as they "
+        "would call OpenAI; it relays to OpenAI, or to a built-in emulator without a key.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gateway (on the emulator if no key is set)")
-    serve.add_argument("--host", help="address to listen on (GATEWAY_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (GATEWAY_PORT, default 8080)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (on the built-in emulator if OPENAI_API_KEY is unset)",
+        description="Run the gateway until SIGTERM/SIGINT, then drain its calls.",
+        epilog=SETTINGS_HINT,
+    )
+    serve.add_argument(
+        "--host", help="address to listen on (GATEWAY_HOST; default 127.0.0.1, 0.0.0.0: all)"
+    )
+    serve.add_argument("--port", help="port to listen on (GATEWAY_PORT; default 8080)")
     serve.add_argument(
         "--workers",
-        help="worker processes sharing the port, or 'auto' for one per CPU (GATEWAY_WORKERS, "
+        help="worker processes sharing the port, or 'auto' for one per CPU (GATEWAY_WORKERS; "
         "default 1; more than one needs GATEWAY_REDIS_URL)",
     )
-    emulator = commands.add_parser("emulator", help="run the Realtime emulator on its own")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8090)
+    config = commands.add_parser(
+        "config",
+        help="check the configuration and print the effective settings (secrets hidden)",
+        description="Read the settings as `serve` would, print each with its effective value "
+        "(secrets hidden), and exit: 0 if they are usable, 2 if not.",
+        epilog=SETTINGS_HINT,
+    )
+    config.add_argument("--host", help="as for serve")
+    config.add_argument("--port", help="as for serve")
+    config.add_argument("--workers", help="as for serve")
+    emulator = commands.add_parser(
+        "emulator",
+        help="run the Realtime emulator on its own (an OpenAI stand-in for tests)",
+        description="Serve OpenAI's WebRTC call API (POST /v1/realtime/calls, hangup) with a "
+        "test double that answers each turn with your own voice; point a gateway's "
+        "OPENAI_BASE_URL at it.",
+    )
+    emulator.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    emulator.add_argument("--port", type=int, default=8090, help="port (default 8090)")
     emulator.add_argument(
         "--ice-addresses",
         default="127.0.0.1",
@@ -42,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "bench",
-        help="measure the gateway: added latency, CPU and memory per call",
+        help="measure the gateway: added latency, CPU and memory per call (needs "
+        "realtime-gateway-bench)",
         add_help=False,
     )
     return parser
@@ -66,78 +101,130 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "config":
+        return _config(args)
     return _emulator(args)
+
+
+def _environ(args: argparse.Namespace) -> dict[str, str]:
+    """The environment, with command-line flags in place of the variables they override (so
+    a flag is checked exactly as its variable is, and a bad variable it overrides is moot)."""
+    environ = dict(os.environ)
+    for flag, name in (
+        ("host", "GATEWAY_HOST"),
+        ("port", "GATEWAY_PORT"),
+        ("workers", "GATEWAY_WORKERS"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            environ[name] = str(value)
+    return environ
+
+
+def _settings(environ: dict[str, str]) -> Settings:
+    """Settings, checked as far as can be before serving; ConfigError names what is wrong."""
+    from gateway.config.names import unknown
+
+    for name, close in unknown(environ):
+        hint = f"; did you mean {close}?" if close else ""
+        print(
+            f"realtime-gateway: warning: {name} is not a setting and is ignored{hint}",
+            file=sys.stderr,
+        )
+    settings = Settings.from_env(environ)
+    if settings.web_dir is not None and not os.path.isdir(settings.web_dir):
+        raise ConfigError(
+            f"GATEWAY_WEB_DIR is not a directory: {settings.web_dir!r} (unset it to serve the "
+            "built-in page)"
+        )
+    if settings.workers != 1:
+        from gateway.workers import worker_envs
+
+        worker_envs(settings, environ, 1)  # refuses a cluster setting that cannot work
+    return settings
+
+
+def _refuse(error: Exception, args: argparse.Namespace | None = None) -> int:
+    message = str(error)
+    for flag, name in (
+        ("host", "GATEWAY_HOST"),
+        ("port", "GATEWAY_PORT"),
+        ("workers", "GATEWAY_WORKERS"),
+    ):
+        if args is not None and getattr(args, flag, None) is not None:
+            message = message.replace(name, f"--{flag}")
+    print(f"realtime-gateway: configuration error: {message}", file=sys.stderr)
+    return 2
+
+
+def _config(args: argparse.Namespace) -> int:
+    from gateway.config.names import describe
+
+    try:
+        settings = _settings(_environ(args))
+        from gateway.server.app import services_from
+
+        services_from(settings)  # tools and hooks import
+    except ConfigError as exc:
+        return _refuse(exc, args)
+    width = max(len(name) for name, _ in describe(settings))
+    for name, value in describe(settings):
+        print(f"{name.ljust(width)}  {value}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway import log
+    from gateway.banner import banner
+    from gateway.rtc.compat import IncompatibleStack
+    from gateway.server.cluster import node_of, primary_address
 
-    environ = dict(os.environ)
-    if args.workers is not None:
-        environ["GATEWAY_WORKERS"] = args.workers
+    environ = _environ(args)
     try:
-        settings = Settings.from_env(environ, host=args.host, port=args.port)
+        settings = _settings(environ)
         if settings.workers != 1:
-            from gateway.workers import supervise, worker_envs
+            from gateway.server.app import services_from
+            from gateway.workers import supervise, worker_count
 
-            worker_envs(settings, environ, 1)  # refuses a cluster setting that cannot work
-    except ConfigError as exc:
-        print(f"realtime-gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if settings.workers != 1:
-        try:
+            services_from(settings)  # tools and hooks import, before any worker starts
+            print(banner(settings, workers=worker_count(settings)), file=sys.stderr, flush=True)
             return supervise(settings, environ)
-        except ConfigError as exc:
-            print(f"realtime-gateway: configuration error: {exc}", file=sys.stderr)
-            return 2
-    secrets = [s.reveal() for s in (settings.openai_api_key, settings.gateway_api_key) if s]
-    from gateway.server.cluster import node_of
+        from gateway.server.app import create_app
 
+        app = create_app(settings)
+    except (ConfigError, IncompatibleStack) as exc:
+        return _refuse(exc, args)
+    secrets = [s.reveal() for s in (settings.openai_api_key, settings.gateway_api_key) if s]
+    if settings.redis_url is not None:
+        secrets.append(settings.redis_url.reveal())
     log.configure(
         settings.log_level, settings.log_format, secrets, fields={"node": node_of(settings).name}
     )
-    url = f"http://{settings.host}:{settings.port}"
-    if settings.uses_emulator:
-        # Printed, not logged: the log redactor would mask it, and in emulator mode it
-        # guards nothing that costs money.
-        print(
-            f"realtime-gateway {__version__}: no OPENAI_API_KEY set, so calls go to the built-in "
-            f"Realtime emulator (a test double, not a model).\n"
-            f"  page:        {url}/\n"
-            + (
-                f"  gateway key: {settings.gateway_api_key.reveal()}  (generated for this run; "
-                "set GATEWAY_API_KEY to fix it)\n"
-                if settings.gateway_api_key_generated and settings.gateway_api_key
-                else ""
-            ),
-            file=sys.stderr,
-            flush=True,
-        )
-    from gateway.rtc.compat import IncompatibleStack
-
+    if not settings.worker_group:  # a worker's supervisor has said it all
+        print(banner(settings, primary_address=primary_address()), file=sys.stderr, flush=True)
     try:
-        asyncio.run(_run_gateway(settings))
-    except IncompatibleStack as exc:
-        print(f"realtime-gateway: {exc}", file=sys.stderr)
-        return 2
+        asyncio.run(_run_gateway(settings, app))
     except OSError as exc:
         # Typically the port is taken; the message says which.
-        print(f"realtime-gateway: cannot serve on {url}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"realtime-gateway: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-async def _run_gateway(settings: Settings) -> None:
+async def _run_gateway(settings: Settings, app: web.Application) -> None:
     """Serve until SIGTERM/SIGINT, then drain: no new calls, live ones get up to the timeout."""
     import signal
 
     import structlog
 
-    from gateway.server.app import create_app, drain
+    from gateway.server.app import drain
     from gateway.server.heads import GatewayRunner
 
     log = structlog.get_logger("gateway")
-    app = create_app(settings)
     runner = GatewayRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:

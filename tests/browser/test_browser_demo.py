@@ -10,6 +10,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, Route, expect
 
+from gateway.call.outcomes import EndReason
+
 from tests.browser.conftest import (
     Launcher,
     Voices,
@@ -220,3 +222,77 @@ async def test_interrupted_answer_is_marked(
     cut = {e["type"] for e in call.sent_events}
     assert cut & {"conversation.item.truncated", "output_audio_buffer.cleared"}, cut
     await screenshot(page, "demo-desktop-interrupted")
+
+
+# Turn detection as the page asks for it, but needing a minute of silence to end a turn: the
+# fake microphone's speech starts a turn that is still open (no transcript yet) when the call ends.
+ENDLESS_TURN = {
+    "type": "session.update",
+    "session": {
+        "type": "realtime",
+        "audio": {
+            "input": {
+                "transcription": {"model": "gpt-4o-mini-transcribe"},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "create_response": True,
+                    "interrupt_response": True,
+                    "silence_duration_ms": 60_000,
+                },
+            }
+        },
+    },
+}
+# What rtc.js emits when the media connection fails (ICE), which no loopback test can cause.
+CONNECTION_FAILED = """() => window.realtimeDemo.call.dispatchEvent(new CustomEvent("ended", {
+  detail: {reason: "failed", error: new Error("The media connection to the gateway failed.")},
+}))"""
+
+
+@pytest.mark.parametrize("ending", ["disconnect", "gateway", "error"])
+async def test_call_end_drops_the_pending_user_turn(
+    ending: str, launch: Launcher, voices: Voices, gateway: TestServer
+) -> None:
+    """A `YOU …` line still waiting for its transcript goes when the call ends, however it ends.
+
+    Finished turns stay; the "listening to you" indicator is reset with it.
+    """
+    browser = await launch(voices.speech)
+    errors: list[str] = []
+    page = await new_page(browser, errors, **DESKTOP)
+    await open_demo(page, gateway)
+    await connect(page)
+    user_lines = page.locator(".line.user")
+    await expect(page.locator(".line.assistant .text").first).to_contain_text("You spoke for")
+    await expect(user_lines.first.locator(".text")).to_contain_text("seconds of speech")
+
+    # The next turn starts and cannot end: the user is still speaking when the call ends.
+    assert await page.evaluate("(e) => window.realtimeDemo.send(e)", ENDLESS_TURN) is True
+    await expect(page.locator('#events > li.server[data-type="session.updated"]')).to_have_count(2)
+    pending = page.locator(".line.user.pending")
+    await expect(pending.first).to_be_visible()
+    await expect(pending.first.locator(".text")).to_have_text("…")
+    await expect(page.locator("#speaking")).to_have_attribute("data-listening", "true")
+
+    body = page.locator("body")
+    if ending == "disconnect":
+        await page.click("#disconnect")
+        await expect(body).to_have_attribute("data-state", "ended")
+    elif ending == "gateway":
+        await state_of(gateway).calls.close_all(EndReason.SHUTDOWN)
+        await expect(body).to_have_attribute("data-state", "ended")
+        await expect(page.locator("#alert-title")).to_have_text("Call ended")
+    else:
+        await page.evaluate(CONNECTION_FAILED)
+        await expect(body).to_have_attribute("data-state", "error")
+
+    await expect(pending).to_have_count(0)
+    texts = await user_lines.locator(".text").all_inner_texts()
+    assert texts and all("seconds of speech" in t for t in texts), texts
+    await expect(page.locator(".line.streaming")).to_have_count(0)
+    await expect(page.locator("#speaking")).to_have_attribute("data-listening", "false")
+    await expect(page.locator("#speaking-label")).to_have_text("Not connected")
+    await wait_until(lambda: len(state_of(gateway).calls) == 0, "the gateway to end the call")
+    assert await csp_violations(page) == []
+    # fail() logs the error it shows; nothing else may go wrong.
+    assert all(ending == "error" and "media connection" in m for m in errors), errors

@@ -184,7 +184,10 @@ class TestBehindAProxy:
         """Demo mints from two clients behind one trusted proxy count separately; an untrusted
         peer's X-Forwarded-For is ignored."""
         gateway = await make_gateway(
-            demo_enabled=True, calls_per_minute_per_ip=2, trusted_proxies=("127.0.0.1/32",)
+            openai_api_key=None,  # its own emulator: demo secrets for anyone
+            demo_enabled=True,
+            calls_per_minute_per_ip=2,
+            trusted_proxies=("127.0.0.1/32",),
         )
 
         async def mint_as(client: str) -> int:
@@ -193,9 +196,22 @@ class TestBehindAProxy:
 
         assert [await mint_as("198.51.100.1") for _ in range(3)] == [200, 200, 429]
         assert await mint_as("198.51.100.2") == 200
-        untrusting = await make_gateway(demo_enabled=True, calls_per_minute_per_ip=2)
+        untrusting = await make_gateway(
+            openai_api_key=None, demo_enabled=True, calls_per_minute_per_ip=2
+        )
         statuses = [
             (await untrusting.post("/demo/token", headers={"X-Forwarded-For": f"1.1.1.{i}"})).status
             for i in range(3)
         ]
         assert statuses == [200, 200, 429]
+
+
+class TestDemoWithARealKey:
+    async def test_demo_secrets_only_for_this_machine(self, make_gateway: GatewayFactory) -> None:
+        """With a real key and GATEWAY_DEMO on, /demo/token answers a browser on this machine
+        and refuses a request a proxy relayed (403), so a public front cannot hand secrets out."""
+        gateway = await make_gateway(demo_enabled=True)  # a real key (to the emulator)
+        assert (await gateway.post("/demo/token")).status == 200
+        relayed = await gateway.post("/demo/token", headers={"X-Forwarded-For": "203.0.113.5"})
+        assert relayed.status == 403
+        assert (await relayed.json())["error"]["code"] == "demo_local_only"
