@@ -269,10 +269,10 @@ def render(result: dict[str, Any]) -> str:
         "",
         "checks:",
     ]
-    marks = {True: "PASS", False: "FAIL", None: " n/a"}
+    marks = {True: "meets", False: "misses", None: "n/a"}
     for check in result["checks"]:
         lines.append(
-            f"  [{marks[check['pass']]}] {check['name']}: {check['target']}; "
+            f"  {marks[check['pass']]:>6}  {check['name']}: {check['target']}; "
             f"measured {check['measured']}"
         )
     return "\n".join(lines)

@@ -6,7 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Cell = Callable[[dict[str, Any]], str]
-MARKS = {True: "PASS", False: "FAIL", None: " n/a"}
+MARKS = {True: "meets", False: "misses", None: "n/a"}
+# Fewer calls or a shorter window than the published figures were measured with: what this run
+# says about them is indicative, not a verdict.
+SHORT_CALLS, SHORT_SECONDS = 10, 20.0
 PCTS = ("p50", "p95", "p99")
 
 
@@ -140,11 +143,19 @@ def render(report: dict[str, Any]) -> str:
             )
     if report["targets"]:
         mode = report["targets"][0]["mode"]
-        lines += ["", f"targets (issue #6 §3), checked on {mode}:"]
-        for t in report["targets"]:
+        config = report["config"]
+        short = config["calls"] < SHORT_CALLS or config["seconds"] < SHORT_SECONDS
+        lines += ["", f"the gateway's published figures (docs/benchmark.md), on {mode}:"]
+        if short:
             lines.append(
-                f"  [{MARKS[t['pass']]}] {t['name']}: {t['target']}; measured {t['measured']}"
+                f"  (a short run: {config['calls']} call(s) for {config['seconds']:g} s; the "
+                f"figures were published at 10 and 50 calls over 20-60 s, so these are indicative)"
             )
+        for t in report["targets"]:
+            mark = MARKS[t["pass"]]
+            if short and t["pass"] is False:
+                mark = "misses here"
+            lines.append(f"  {mark:>11}  {t['name']}: {t['target']}; measured {t['measured']}")
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

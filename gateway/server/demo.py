@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from pathlib import Path
 
@@ -11,8 +12,19 @@ from gateway.errors import PermissionDenied
 from gateway.server import static
 from gateway.server.state import STATE
 
-# The page lives beside the package in the source tree (and at /app/web in the image).
-DEFAULT_WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+def _shipped_page() -> Path:
+    """The page that ships with the gateway: inside the installed package (``gateway.web``),
+    or beside the package in a source tree (``web/``)."""
+    try:
+        spec = importlib.util.find_spec("gateway.web")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "web"
+
+
+DEFAULT_WEB_DIR = _shipped_page()
 
 
 async def demo_token(request: web.Request) -> web.Response:
