@@ -222,6 +222,8 @@ function teardown(state) {
   session.assistantSpeaking = false;
   session.lastError = null;
   ui.audio.srcObject = null;
+  transcript.endCall();
+  status.setListening(false);
   setState(state);
 }
 

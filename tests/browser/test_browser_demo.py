@@ -11,7 +11,6 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, Route, expect
 
 from gateway.call.outcomes import EndReason
-
 from tests.browser.conftest import (
     Launcher,
     Voices,

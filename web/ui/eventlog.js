@@ -4,6 +4,23 @@ const MAX_ENTRIES = 500;
 // Streaming deltas arrive many times a second and bury everything else unless hidden.
 const isDelta = (type) => type.endsWith(".delta");
 
+/**
+ * `type` as text with a line-break opportunity (<wbr>) after each `.` and `_`, so a long name
+ * that has to wrap (narrow screens) breaks between its words. The text is unchanged.
+ */
+function breakable(type) {
+  const nodes = [];
+  let start = 0;
+  for (let i = 0; i < type.length - 1; i += 1) {
+    if (type[i] === "." || type[i] === "_") {
+      nodes.push(type.slice(start, i + 1), document.createElement("wbr"));
+      start = i + 1;
+    }
+  }
+  nodes.push(type.slice(start));
+  return nodes;
+}
+
 export class EventLog {
   constructor({ list, filter, hideDeltas, count, types }) {
     this.list = list;
@@ -33,7 +50,8 @@ export class EventLog {
     arrow.title = direction === "server" ? "received from the server" : "sent by this page";
     const name = document.createElement("span");
     name.className = "type";
-    name.textContent = type;
+    name.title = type;
+    name.append(...breakable(type));
     const time = document.createElement("time");
     time.textContent = new Date().toLocaleTimeString([], { hour12: false });
     summary.append(arrow, name, time);

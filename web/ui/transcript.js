@@ -37,6 +37,20 @@ export class Transcript {
     this.handlers[event.type]?.(event);
   }
 
+  /**
+   * The call is over, however it ended: nothing more will arrive for its lines. A user turn
+   * still waiting for its transcription (the `…` placeholder) is removed, one with part of its
+   * transcription keeps that text, and an answer still streaming loses its cursor.
+   */
+  endCall() {
+    const lines = (selector) => this.list.querySelectorAll(selector);
+    for (const li of lines(".line.pending")) li.remove();
+    for (const li of lines(".line.streaming")) li.classList.remove("streaming");
+    this.lines.clear();
+    this.byResponse.clear();
+    this.#update();
+  }
+
   clear() {
     this.list.replaceChildren();
     this.lines.clear();
