@@ -12,6 +12,7 @@ from gateway.errors import PermissionDenied
 from gateway.server import static
 from gateway.server.state import STATE
 
+
 def _shipped_page() -> Path:
     """The page that ships with the gateway: inside the installed package (``gateway.web``),
     or beside the package in a source tree (``web/``)."""
