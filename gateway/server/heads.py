@@ -21,8 +21,10 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from gateway.server.middlewares import Handler
+from gateway.errors import GatewayError
+from gateway.server.middlewares import Handler, error_response, harden
 
 log = structlog.get_logger(__name__)
 
@@ -134,5 +136,47 @@ class GatewayRunner(web.AppRunner):
         if server is None:
             return None
         if self._wrapped is None:
-            self._wrapped = self._deadline.wrap(server)
+            self._wrapped = self._deadline.wrap(_shaping_parse_errors(server))
         return self._wrapped
+
+
+_UNREADABLE = (
+    "The request could not be read: its request line or headers are malformed or too long."
+)
+
+
+class _ShapedRequestHandler(RequestHandler):
+    """aiohttp's protocol, answering a request it cannot parse (a request line or header over
+    its limits, bad syntax) in OpenAI's error shape: aiohttp does so from ``handle_error``, in
+    plain text and before any app code runs."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # aiohttp's logging and checks
+        error = GatewayError(
+            _UNREADABLE if status < 500 else "The gateway had an internal error.",
+            code="invalid_request" if status < 500 else "internal_error",
+            status=status,
+        )
+        if status < 500:
+            error.type = "invalid_request_error"
+        response = error_response(error)
+        harden(request, response)
+        response.force_close()
+        return response
+
+
+def _shaping_parse_errors(server: Any) -> Callable[[], Any]:
+    """``server``'s protocol factory, making :class:`_ShapedRequestHandler` protocols."""
+
+    def make() -> Any:
+        return _ShapedRequestHandler(server, loop=server._loop, **server._kwargs)
+
+    return make

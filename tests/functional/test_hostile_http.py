@@ -424,3 +424,36 @@ async def test_a_head_that_never_ends_is_cut_off() -> None:
         writer.close()
         assert status.startswith(b"HTTP/1.1 200 "), status
         assert app[HEADS].closed == 2
+
+
+async def test_a_request_aiohttp_cannot_parse_is_answered_in_openai_shape() -> None:
+    """A request line or header past the parser's limits, or one that is not HTTP, is refused
+    before any handler runs: still an OpenAI-shaped 400 that quotes nothing of the request."""
+    app = cli_app()
+    async with served_as_the_cli_serves(app) as (host, port):
+        requests = {
+            "long request line": f"GET /v1/realtime/calls/{'a' * 10_000}/content HTTP/1.1\r\n"
+            f"Host: {host}\r\n\r\n",
+            "long header": f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Big: {'b' * 9000}\r\n\r\n",
+            "not a method": "GE(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+        }
+        for name, raw in requests.items():
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(raw.encode())
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            # (HTTP/1.0: the request's own version could not be read.)
+            assert head.split(b" ", 2)[1] == b"400", (name, head[:80])
+            assert b"application/json" in head and b"nosniff" in head, name
+            error = json.loads(body)["error"]
+            assert set(error) == {"message", "type", "code", "param"}, name
+            assert error["type"] == "invalid_request_error", name
+            assert b"aaaa" not in body and b"bbbb" not in body, name
+        # The process serves on.
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 ")
+        writer.close()
