@@ -69,5 +69,15 @@ def banner(settings: Settings, *, workers: int = 1, primary_address: str | None 
         if settings.redis_url is not None
         else "  shared store: this process's memory"
     )
+    if settings.recordings_dir:
+        kept = (
+            f"kept {settings.recordings_retention:g} days"
+            if settings.recordings_retention > 0
+            else "kept until deleted"
+        )
+        lines.append(
+            f"  recording:    on, to {settings.recordings_dir} ({kept}); tell your "
+            "users their calls are recorded"
+        )
     lines.append("  settings:     realtime-gateway config shows them all; README, Configuration")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -137,6 +138,16 @@ def _settings(environ: dict[str, str]) -> Settings:
             f"GATEWAY_WEB_DIR is not a directory: {settings.web_dir!r} (unset it to serve the "
             "built-in page)"
         )
+    if settings.recordings_dir is not None:
+        from gateway.recording.service import prepare_directory
+
+        try:
+            prepare_directory(Path(settings.recordings_dir))
+        except OSError as exc:
+            raise ConfigError(
+                f"GATEWAY_RECORDINGS_DIR cannot hold recordings: {settings.recordings_dir!r} "
+                f"({exc.strerror or exc})"
+            ) from None
     if settings.workers != 1:
         from gateway.workers import worker_envs
 

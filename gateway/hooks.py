@@ -1,9 +1,9 @@
 """User hooks: code of the operator's that sees, changes or drops a call's events.
 
 ``GATEWAY_HOOKS=package.module:object`` names an object with any of ``on_session_start(info)``,
-``on_client_event(info, event)``, ``on_server_event(info, event)`` and
-``on_session_end(info, summary)``, each sync or async. A class is instantiated with no
-arguments; an instance or a module is used as it is.
+``on_client_event(info, event)``, ``on_server_event(info, event)``,
+``on_session_end(info, summary)`` and ``should_record(info)``, each sync or async. A class is
+instantiated with no arguments; an instance or a module is used as it is.
 
 A hook can never end a call or stall the relay: one that raises, times out or returns something
 that is not an event is logged and skipped, and the event goes on unchanged. Event hooks get a
@@ -30,7 +30,13 @@ from gateway.types import Event
 log = structlog.get_logger(__name__)
 
 
-HOOK_NAMES: Final = ("on_session_start", "on_client_event", "on_server_event", "on_session_end")
+HOOK_NAMES: Final = (
+    "on_session_start",
+    "on_client_event",
+    "on_server_event",
+    "on_session_end",
+    "should_record",
+)
 DEFAULT_TIMEOUT: Final = 5.0
 
 _FAILED: Final = object()
@@ -102,6 +108,24 @@ class Hooks:
 
     async def session_end(self, info: CallInfo, summary: CallSummary) -> None:
         await self._call("on_session_end", info, (info, summary))
+
+    async def should_record(self, info: CallInfo) -> bool:
+        """Whether to keep this call's recording (when recording is on): ``True`` without the
+        hook. A hook that fails, times out or answers anything but a bool means no: a call
+        is recorded only when the operator's rule said so."""
+        if "should_record" not in self._hooks:
+            return True
+        result = await self._call("should_record", info, (info,))
+        if isinstance(result, bool):
+            return result
+        if result is not _FAILED:
+            log.warning(
+                "hook.bad_return",
+                hook="should_record",
+                call_id=info.call_id,
+                returned=type(result).__name__,
+            )
+        return False
 
     async def client_event(self, info: CallInfo, event: Event) -> Event | None:
         """The event to forward (maybe changed), or ``None`` to drop it."""

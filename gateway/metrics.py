@@ -159,6 +159,32 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self._recordings = Counter(
+            f"{PREFIX}_recordings",
+            "Call recordings finished, by result (written, failed).",
+            ["result"],
+            registry=r,
+        )
+        self._recorded = Counter(
+            f"{PREFIX}_recorded_seconds", "Seconds of calls in written recordings.", registry=r
+        )
+        self._recording_cpu = Counter(
+            f"{PREFIX}_recording_cpu_seconds",
+            "CPU seconds spent making recordings' stereo files after their calls.",
+            registry=r,
+        )
+        self._recording_bytes = Counter(
+            f"{PREFIX}_recording_bytes",
+            "Bytes written to recordings' leg files while calls run.",
+            registry=r,
+        )
+        self._recording_dropped = Counter(
+            f"{PREFIX}_recording_dropped_packets",
+            "Audio packets left out of recordings, by reason (queue_full: the disk fell behind; "
+            "late: after their place was written; failed: after a write failed).",
+            ["reason"],
+            registry=r,
+        )
         self._capacity = Gauge(f"{PREFIX}_capacity_calls", "GATEWAY_MAX_CALLS.", registry=r)
         self._draining = Gauge(f"{PREFIX}_draining", "1 while draining for shutdown.", registry=r)
         self._ended_audio: dict[Any, int] = {}
@@ -175,6 +201,10 @@ class Metrics:
         for leg in LEGS:
             self._lost.labels(leg)
             self._messages_dropped.labels(leg)
+        for result in ("written", "failed"):
+            self._recordings.labels(result)
+        for reason in ("queue_full", "late", "failed"):
+            self._recording_dropped.labels(reason)
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -240,6 +270,22 @@ class Metrics:
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind).inc()
+
+    # -- recordings (called from the recordings' writer threads too: counters are thread-safe) -
+
+    def recording_bytes(self, count: int) -> None:
+        self._recording_bytes.inc(count)
+
+    def recording_dropped(self, reason: str, count: int) -> None:
+        if count > 0:
+            self._recording_dropped.labels(reason).inc(count)
+
+    def recording_finished(self, result: str, seconds: float, cpu_s: float) -> None:
+        self._recordings.labels(result).inc()
+        if seconds > 0:
+            self._recorded.inc(seconds)
+        if cpu_s > 0:
+            self._recording_cpu.inc(cpu_s)
 
     # -- process ------------------------------------------------------------------------------
 

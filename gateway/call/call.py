@@ -24,6 +24,7 @@ from gateway.call.snapshot import CallSnapshot
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol.events import encode_event, error_event
+from gateway.recording import CallRecorder, RecordingSummary
 from gateway.rtc.media import MediaPath
 from gateway.types import Message, Reply
 from gateway.upstream.base import Upstream
@@ -70,6 +71,9 @@ class Call:
     services: CallServices
     pipeline: EventPipeline
     created_at: float = field(default_factory=time.monotonic)
+    # Records the call's audio (recording on); kept only if should_record says so.
+    recorder: CallRecorder | None = None
+    recording_kept: bool = False
     end_reason: EndReason | None = None
     # Latest receive jitter per leg (seconds), from RTCP: what the jitter gauge shows.
     jitter: dict[str, float] = field(default_factory=dict)
@@ -106,7 +110,7 @@ class Call:
         """Packets per (leg, direction) so far; ``in`` is what that leg sent us."""
         return self.media.counts()
 
-    def snapshot(self) -> CallSnapshot:
+    def snapshot(self, recording: RecordingSummary | None = None) -> CallSnapshot:
         stats = self.pipeline.stats
         transcript = self.pipeline.transcript
         ended = self._done.is_set() or self.end_reason is not None
@@ -130,6 +134,7 @@ class Call:
                 "upstream": self.upstream.messages_dropped,
             },
             transcript_dropped=transcript.dropped if transcript is not None else None,
+            recording=recording.fields() if recording is not None else None,
             reason=str(self.end_reason) if ended and self.end_reason else None,
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
         )
@@ -149,6 +154,7 @@ class Call:
         )
         try:
             await self.pipeline.open_transcript()
+            await self._start_recording()
             await self.services.hooks.session_start(self.pipeline.info)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -169,6 +175,24 @@ class Call:
             self.end_reason = EndReason.INTERNAL_ERROR
         finally:
             await self._teardown()
+
+    async def _start_recording(self) -> None:
+        recorder, recordings = self.recorder, self.services.recordings
+        if recorder is None or recordings is None:
+            return
+        if await self.services.hooks.should_record(self.pipeline.info):
+            self.recording_kept = True
+            recordings.keep(recorder)
+        else:
+            self.media.remove_tap(recorder.tap)
+            log.info("recording.declined", call_id=self.call_id)
+
+    async def _end_recording(self, duration_s: float) -> RecordingSummary | None:
+        recorder, recordings = self.recorder, self.services.recordings
+        if recorder is None or recordings is None:
+            return None
+        self.media.remove_tap(recorder.tap)
+        return await recordings.end(recorder, duration_s, kept=self.recording_kept)
 
     async def _pump_client_events(self) -> None:
         while True:
@@ -216,9 +240,12 @@ class Call:
         await self.upstream.hangup()
 
     async def discard(self, reason: EndReason) -> None:
-        """End a call that never ran: no hooks, no transcript; counted as refused."""
+        """End a call that never ran: no hooks, no transcript, no recording; counted as
+        refused."""
         self.end_reason = reason
         try:
+            if self.recorder is not None:
+                self.media.remove_tap(self.recorder.tap)
             await self._close_legs()
             self.metrics.call_rejected()
             log.info("call.refused", call_id=self.call_id, reason=str(reason))
@@ -235,8 +262,15 @@ class Call:
             self.browser.send(encode_event(error_event(error)))
             await self.browser.drain()
         await self._close_legs()
-        snapshot = self.snapshot()
         outcome = outcome_of(reason)
+        duration_s = time.monotonic() - self.created_at
+        self.pipeline.end_records(reason=str(reason), outcome=outcome, duration_s=duration_s)
+        try:
+            recording = await self._end_recording(duration_s)
+        except Exception:
+            log.exception("recording.end_failed", call_id=self.call_id)
+            recording = RecordingSummary(recorded=False, failed=True)
+        snapshot = self.snapshot(recording)
         self.metrics.call_ended(
             outcome, snapshot.duration_s, self.media.counts(), snapshot.messages_dropped
         )
@@ -246,7 +280,5 @@ class Call:
         try:
             await self.services.hooks.session_end(self.pipeline.info, snapshot.summary())
         finally:
-            await self.pipeline.close_transcript(
-                reason=str(reason), outcome=outcome, duration_s=snapshot.duration_s
-            )
+            await self.pipeline.close_transcript()
             self._done.set()

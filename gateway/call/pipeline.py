@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.protocol.events import (
     parse_client_event,
     parse_event,
 )
+from gateway.recording import CallRecorder
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
 from gateway.transcripts import TranscriptBuilder, TranscriptWriter
@@ -109,6 +110,7 @@ class EventPipeline:
         tools: ToolCoordinator | None,
         transcript: TranscriptWriter | None,
         to_browser: Reply,
+        recorder: CallRecorder | None = None,
         log_throttle: LogThrottle | None = None,
     ) -> None:
         self.info = info
@@ -118,7 +120,10 @@ class EventPipeline:
         self._hooks = hooks
         self.tools = tools
         self.transcript = transcript
-        self._builder = TranscriptBuilder() if transcript is not None else None
+        self.recorder = recorder
+        # The transcript's records go to the transcript file and to the one beside a recording.
+        wants_records = transcript is not None or recorder is not None
+        self._builder = TranscriptBuilder() if wants_records else None
         self._to_browser = to_browser
         self.stats = PipelineStats()
         self._log_throttle = log_throttle or LogThrottle()
@@ -195,9 +200,11 @@ class EventPipeline:
             self.stats.responding = True
         elif kind == "input_audio_buffer.speech_started":
             self.stats.speech_started += 1
-        if self._builder is not None and self.transcript is not None:
+        if self.recorder is not None:
+            self.recorder.observe(event)
+        if self._builder is not None:
             for record in self._builder.feed(event):
-                self.transcript.write(record)
+                self._write_record(record)
         if self.tools is not None and self.tools.enabled:
             hidden = self.tools.server_event(event)
             if hidden is None:
@@ -247,12 +254,18 @@ class EventPipeline:
         for kind, value in tokens_by_kind(usage).items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
+    def _write_record(self, record: Mapping[str, Any]) -> None:
+        if self.transcript is not None:
+            self.transcript.write(record)
+        if self.recorder is not None:
+            self.recorder.record(record)
+
     def tool_finished(self, call: ServerCall, result: ToolResult) -> None:
         """Called by the tool coordinator for every finished server tool call."""
         self.stats.tool_calls += 1
         self._metrics.tool_call(call.name, result.status, result.seconds)
-        if self.transcript is not None and self._builder is not None:
-            self.transcript.write(
+        if self._builder is not None:
+            self._write_record(
                 self._builder.tool_call(
                     call_id=call.call_id,
                     name=call.name,
@@ -264,26 +277,31 @@ class EventPipeline:
             )
 
     async def open_transcript(self) -> None:
-        if self.transcript is not None and self._builder is not None:
+        if self.transcript is not None:
             await self.transcript.start()
-            self.transcript.write(
+        if self._builder is not None:
+            self._write_record(
                 self._builder.call_started(
                     self.info.call_id, self.info.upstream_call_id, self.info.session
                 )
             )
 
-    async def close_transcript(self, *, reason: str, outcome: str, duration_s: float) -> None:
-        """Pending corrections, the end record, then the file is flushed and closed.
+    def end_records(self, *, reason: str, outcome: str, duration_s: float) -> None:
+        """The transcript's last records: pending corrections and the end of the call."""
+        if self._builder is not None:
+            for record in self._builder.call_ended(
+                reason=reason, outcome=outcome, duration_s=duration_s
+            ):
+                self._write_record(record)
+
+    async def close_transcript(self) -> None:
+        """Flush and close the transcript file.
 
         Waits at most :data:`TRANSCRIPT_CLOSE_TIMEOUT`: a hung disk must not keep the call (and a
         drain waiting for it) alive. The writer's own task goes on and writes what it holds if
         the disk comes back.
         """
-        if self.transcript is not None and self._builder is not None:
-            for record in self._builder.call_ended(
-                reason=reason, outcome=outcome, duration_s=duration_s
-            ):
-                self.transcript.write(record)
+        if self.transcript is not None:
             try:
                 async with asyncio.timeout(TRANSCRIPT_CLOSE_TIMEOUT):
                     await self.transcript.aclose()

@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.policy import ClientPolicy, PolicyConfig
 from gateway.protocol.events import encode_event
 from gateway.protocol.sdp import inspect_offer
+from gateway.recording import CallRecorder, Recordings
 from gateway.rtc.ice import PortUsage
 from gateway.rtc.media import MediaMode, MediaPath, choose_codec
 from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Peer
@@ -86,6 +87,8 @@ class CallServices:
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     tool_timeout: float = 10.0
     transcripts_dir: Path | None = None
+    # Records calls when GATEWAY_RECORDINGS_DIR is set.
+    recordings: Recordings | None = None
     # Work a call leaves behind (hanging up an upstream session a refused setup had dialled).
     background: TaskSet = field(default_factory=TaskSet)
 
@@ -114,6 +117,11 @@ async def open_call(
             "The SDP offer has no audio codec the gateway can relay: offer Opus, PCMU or PCMA."
         )
     media = MediaPath(options.media, codec)
+    recorder = None
+    if services.recordings is not None:
+        # Tapped from the first packet; kept or dropped once the call starts (should_record).
+        recorder = services.recordings.begin(call_id, media.codec_name, started_at)
+        media.add_tap(recorder.tap)
     browser = Peer(
         "browser",
         ice_addresses=options.ice_addresses,
@@ -150,8 +158,11 @@ async def open_call(
         options=options,
         answer_sdp=answer_sdp,
         services=services,
-        pipeline=make_pipeline(call_id, request, upstream, services, to_browser=browser.send),
+        pipeline=make_pipeline(
+            call_id, request, upstream, services, to_browser=browser.send, recorder=recorder
+        ),
         created_at=started_at,
+        recorder=recorder,
     )
 
 
@@ -176,6 +187,7 @@ def make_pipeline(
     services: CallServices,
     *,
     to_browser: Reply,
+    recorder: CallRecorder | None = None,
 ) -> EventPipeline:
     info = CallInfo(
         call_id=call_id,
@@ -207,6 +219,7 @@ def make_pipeline(
         hooks=services.hooks,
         tools=tools,
         transcript=transcript,
+        recorder=recorder,
         to_browser=to_browser,
     )
     pipeline_ref.append(pipeline)

@@ -33,6 +33,8 @@ class CallSnapshot:
     """Data-channel messages lost per leg (sent after its end, or beyond a full queue)."""
     transcript_dropped: int | None
     """Records a stalled disk made the transcript drop (None: no transcript)."""
+    recording: Mapping[str, Any] | None = None
+    """Whether the call was recorded and what the recording left out (None: recording off)."""
     reason: str | None = None
     outcome: str | None = None
 
@@ -54,6 +56,7 @@ class CallSnapshot:
             "audio_dropped": dict(self.audio_dropped),
             "messages_dropped": dict(self.messages_dropped),
             "transcript_dropped": self.transcript_dropped,
+            **(dict(self.recording) if self.recording is not None else {}),
         }
 
     def summary(self) -> CallSummary:

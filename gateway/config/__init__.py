@@ -88,6 +88,9 @@ class Settings:
     tool_timeout: float = 10.0
     hooks: str | None = None
     transcripts_dir: str | None = None
+    # Where calls are recorded (off when unset), and how many days recordings are kept (0: ever).
+    recordings_dir: str | None = None
+    recordings_retention: float = 30.0
     allowed_client_events: tuple[str, ...] | None = None
     locked_session_fields: tuple[str, ...] = ("instructions", "model")
     max_event_bytes: int = 256 * 1024
@@ -242,6 +245,15 @@ class Settings:
             ),
             "hooks": env.get("GATEWAY_HOOKS"),
             "transcripts_dir": env.get("GATEWAY_TRANSCRIPTS_DIR"),
+            "recordings_dir": env.get("GATEWAY_RECORDINGS_DIR"),
+            "recordings_retention": _float(
+                "GATEWAY_RECORDINGS_RETENTION",
+                env.get("GATEWAY_RECORDINGS_RETENTION"),
+                30.0,
+                0.0,
+                36500.0,
+                unit="days",
+            ),
             "allowed_client_events": _names(env["GATEWAY_ALLOWED_CLIENT_EVENTS"])
             if "GATEWAY_ALLOWED_CLIENT_EVENTS" in env
             else None,

@@ -54,6 +54,8 @@ SETTINGS: Final[dict[str, str]] = {
     "GATEWAY_TOOL_TIMEOUT": "tool_timeout",
     "GATEWAY_HOOKS": "hooks",
     "GATEWAY_TRANSCRIPTS_DIR": "transcripts_dir",
+    "GATEWAY_RECORDINGS_DIR": "recordings_dir",
+    "GATEWAY_RECORDINGS_RETENTION": "recordings_retention",
     "GATEWAY_ALLOWED_CLIENT_EVENTS": "allowed_client_events",
     "GATEWAY_LOCKED_SESSION_FIELDS": "locked_session_fields",
     "GATEWAY_MAX_EVENT_BYTES": "max_event_bytes",

@@ -27,13 +27,15 @@ def _int(name: str, raw: str | None, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _float(name: str, raw: str | None, default: float, lo: float, hi: float) -> float:
+def _float(
+    name: str, raw: str | None, default: float, lo: float, hi: float, unit: str = "seconds"
+) -> float:
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of {unit}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value

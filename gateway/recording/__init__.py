@@ -13,3 +13,8 @@ by decoding and encoding when they cannot be paired and for G.711 calls
 :mod:`~gateway.recording.tracks`, :mod:`~gateway.recording.stereo`,
 :mod:`~gateway.recording.turns`.
 """
+
+from gateway.recording.recorder import CallRecorder, RecordingSummary
+from gateway.recording.service import Recordings
+
+__all__ = ["CallRecorder", "RecordingSummary", "Recordings"]

@@ -232,6 +232,8 @@ class MediaPath:
     def __init__(self, mode: MediaMode, codec: RTCRtpCodecCapability) -> None:
         self.mode: MediaMode = mode
         self.codec = codec
+        # "opus", "pcmu" or "pcma": what both legs send (the codec is pinned for the call).
+        self.codec_name: Literal["opus", "pcmu", "pcma"] = _codec_name(codec)
         self.clock_rate: int = codec.clockRate
         self.to_browser = RelayTrack()
         self.to_upstream = RelayTrack()
@@ -297,6 +299,15 @@ class MediaPath:
     def finish(self) -> None:
         self.to_browser.finish()
         self.to_upstream.finish()
+
+
+def _codec_name(codec: RTCRtpCodecCapability) -> Literal["opus", "pcmu", "pcma"]:
+    name = codec.mimeType.split("/", 1)[-1].lower()
+    if name == "pcmu":
+        return "pcmu"
+    if name == "pcma":
+        return "pcma"
+    return "opus"
 
 
 async def pump_audio(source: MediaStreamTrack, sink: RelayTrack) -> None:

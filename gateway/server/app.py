@@ -19,8 +19,9 @@ from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
+from gateway.recording import Recordings
 from gateway.rtc import compat, guard
-from gateway.server import demo, probes, realtime, sideband
+from gateway.server import demo, probes, realtime, recordings, sideband
 from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
@@ -52,8 +53,9 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         if settings.allowed_client_events is not None
         else CLIENT_EVENT_TYPES
     )
+    metrics = Metrics(registry)
     return CallServices(
-        metrics=Metrics(registry),
+        metrics=metrics,
         policy=PolicyConfig(
             allowed_client_events=allowed,
             locked_session_fields=settings.locked_session_fields,
@@ -65,6 +67,13 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         tools=load_tool_modules(settings.tools) if settings.tools else ToolRegistry(),
         tool_timeout=settings.tool_timeout,
         transcripts_dir=Path(settings.transcripts_dir) if settings.transcripts_dir else None,
+        recordings=Recordings(
+            Path(settings.recordings_dir),
+            metrics=metrics,
+            retention_days=settings.recordings_retention,
+        )
+        if settings.recordings_dir
+        else None,
     )
 
 
@@ -113,6 +122,7 @@ def create_app(
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     sideband.add_routes(app)
+    recordings.add_routes(app)
     probes.add_routes(app)
     demo.add_routes(
         app,
@@ -123,6 +133,7 @@ def create_app(
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstreams(upstreams))
     app.cleanup_ctx.append(cluster)
+    app.cleanup_ctx.append(recordings.lifecycle)
     app.cleanup_ctx.append(_calls)
     return app
 

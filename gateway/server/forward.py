@@ -25,7 +25,13 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from gateway.call.registry import Node
-from gateway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from gateway.stores.base import CallEntry
 
 log = structlog.get_logger(__name__)
@@ -122,6 +128,35 @@ class Forwarder:
                 payload = await answer.read()
                 kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
                 return web.Response(status=answer.status, body=payload, headers=kept)
+
+    async def stream(self, request: web.Request, address: str) -> web.StreamResponse:
+        """Send a ``GET`` (or ``HEAD``) to the process at ``address``, signed, and stream its
+        answer back as it comes (a file: the body is not held in memory)."""
+        target = request.path_qs
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers.update(self.sign(request.method, target))
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT):
+                answer = await self._http.request(request.method, address + target, headers=headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("forward.failed", target=request.path, error=type(exc).__name__)
+            # Listed but not answering: just died, or restarting. Its files are still there.
+            raise Unavailable(
+                "The gateway process holding this resource did not answer; retry shortly.",
+                retry_after=10,
+            ) from None
+        async with answer:
+            response = web.StreamResponse(status=answer.status)
+            for name, value in answer.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    response.headers[name] = value
+            if answer.content_length is not None:
+                response.content_length = answer.content_length
+            await response.prepare(request)
+            async for chunk in answer.content.iter_chunked(64 * 1024):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
     async def get_text(self, address: str, target: str) -> str:
         """A signed ``GET`` of another process's text."""

@@ -101,6 +101,16 @@ class NodeDirectory(Protocol):
     async def nodes(self) -> list[NodeEntry]: ...
 
 
+class RecordingIndex(Protocol):
+    """Which process holds each finished recording, so any process can serve its download."""
+
+    async def place(self, call_id: str, node: str, ttl: float) -> None:
+        """``node`` holds ``call_id``'s recording for ``ttl`` seconds (0: with no end)."""
+
+    async def locate(self, call_id: str) -> str | None:
+        """The node holding ``call_id``'s recording, if one does."""
+
+
 class Health(Protocol):
     """Whether the stores can be reached now (what readiness reports)."""
 
@@ -119,6 +129,7 @@ class Stores:
     rates: RateWindows
     calls: CallDirectory
     nodes: NodeDirectory
+    recordings: RecordingIndex
     health: Health
     shared: bool = False
     """Shared with other processes (so calls may live elsewhere, and be forwarded to)."""

@@ -148,6 +148,31 @@ class MemoryNodeDirectory:
         return list(self._nodes.values())
 
 
+class MemoryRecordingIndex:
+    """This process alone: the recordings it made, the newest :attr:`limit` of them."""
+
+    limit = 100_000
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    async def place(self, call_id: str, node: str, ttl: float) -> None:
+        self._entries.pop(call_id, None)
+        self._entries[call_id] = (node, self._clock() + ttl if ttl > 0 else float("inf"))
+        while len(self._entries) > self.limit:
+            del self._entries[next(iter(self._entries))]
+
+    async def locate(self, call_id: str) -> str | None:
+        found = self._entries.get(call_id)
+        if found is None:
+            return None
+        if found[1] <= self._clock():
+            del self._entries[call_id]
+            return None
+        return found[0]
+
+
 class AlwaysHealthy:
     """Memory is always there."""
 
@@ -163,5 +188,6 @@ def memory_stores(*, single_use: bool = True, max_secrets: int = DEFAULT_MAX_OUT
         rates=MemoryRateWindows(),
         calls=MemoryCallDirectory(),
         nodes=MemoryNodeDirectory(),
+        recordings=MemoryRecordingIndex(),
         health=AlwaysHealthy(),
     )

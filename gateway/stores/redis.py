@@ -331,6 +331,28 @@ class RedisNodeDirectory(_Base):
         return await self._do(read)
 
 
+class RedisRecordingIndex(_Base):
+    @staticmethod
+    def _key(call_id: str) -> str:
+        return f"{PREFIX}recording:{call_id}"
+
+    async def place(self, call_id: str, node: str, ttl: float) -> None:
+        async def write() -> None:
+            if ttl > 0:
+                await self._client.set(self._key(call_id), node, px=max(1, int(ttl * 1000)))
+            else:
+                await self._client.set(self._key(call_id), node)
+
+        await self._do(write)
+
+    async def locate(self, call_id: str) -> str | None:
+        async def read() -> str | None:
+            value = await self._client.get(self._key(call_id))
+            return _text(value) if value is not None else None
+
+        return await self._do(read)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -379,6 +401,7 @@ def redis_stores(
         rates=RedisRateWindows(client, health),
         calls=RedisCallDirectory(client, health),
         nodes=RedisNodeDirectory(client, health),
+        recordings=RedisRecordingIndex(client, health),
         health=health,
         shared=True,
         closer=client.aclose,

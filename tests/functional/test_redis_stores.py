@@ -112,6 +112,20 @@ class TestDirectory:
         assert [e.call_id for e in await stores.calls.entries()] == ["rtc_alive"]
 
 
+class TestRecordingIndex:
+    async def test_any_process_finds_which_holds_a_recording(self, make_stores) -> None:
+        """Placed through one client, located through another; gone after its time to live;
+        a ttl of 0 keeps it."""
+        one, two = make_stores(), make_stores()
+        await one.recordings.place("rtc_a", "node-1", 0.3)
+        await one.recordings.place("rtc_b", "node-2", 0)
+        assert await two.recordings.locate("rtc_a") == "node-1"
+        assert await two.recordings.locate("rtc_nope") is None
+        await asyncio.sleep(0.5)
+        assert await two.recordings.locate("rtc_a") is None
+        assert await two.recordings.locate("rtc_b") == "node-2"
+
+
 class TestRedisDown:
     async def test_failures_are_503_and_recovery_needs_no_restart(
         self, make_stores, redis: RedisServer

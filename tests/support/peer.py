@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -33,16 +34,18 @@ class MicrophoneTrack(PacedAudioTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[Samples] = deque()
+        self._queue: deque[tuple[Samples, bool]] = deque()
         self._current: Samples = _SILENCE[:0]
+        self.spoken: list[float] = []
+        """``time.monotonic()`` when each :meth:`say` began to be sent, in order."""
 
     def say(self, seconds: float, freq_hz: float = 440.0, amplitude: float = 0.3) -> None:
         """Queue a tone: a stand-in for speech that an energy VAD detects."""
-        self._queue.append(tone(freq_hz, seconds, amplitude))
+        self._queue.append((tone(freq_hz, seconds, amplitude), True))
 
     def pause(self, seconds: float) -> None:
         """Queue silence, to space out two :meth:`say` calls."""
-        self._queue.append(np.zeros(int(SAMPLE_RATE * seconds), dtype=np.int16))
+        self._queue.append((np.zeros(int(SAMPLE_RATE * seconds), dtype=np.int16), False))
 
     @property
     def speaking(self) -> bool:
@@ -55,7 +58,10 @@ class MicrophoneTrack(PacedAudioTrack):
             if len(self._current) == 0:
                 if not self._queue:
                     break
-                self._current = self._queue.popleft()
+                self._current, spoken = self._queue.popleft()
+                if spoken:
+                    # This frame goes out now: its offset into the frame is the tone's start.
+                    self.spoken.append(time.monotonic() + filled / SAMPLE_RATE)
             take = self._current[: FRAME_SAMPLES - filled]
             out[filled : filled + len(take)] = take
             filled += len(take)
@@ -86,6 +92,8 @@ class ReceivedAudio:
 
     def __init__(self) -> None:
         self.rms: list[float] = []
+        self.times: list[float] = []
+        """``time.monotonic()`` when each frame arrived."""
         self._arrived = asyncio.Event()
 
     @property
@@ -108,10 +116,12 @@ class ReceivedAudio:
 
     def reset(self) -> None:
         self.rms.clear()
+        self.times.clear()
 
     def add(self, frame: av.AudioFrame) -> None:
         samples = frame.to_ndarray().astype(np.float32) / 32768.0
         self.rms.append(float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0)
+        self.times.append(time.monotonic())
         self._arrived.set()
         self._arrived = asyncio.Event()
 
@@ -156,6 +166,8 @@ class TestPeer:
         self.client = BrowserClient(self.mic, ice_addresses=ice_addresses, codec=audio_codec)
         self.received = ReceivedAudio()
         self.events: list[Event] = []
+        self.event_times: list[float] = []
+        """``time.monotonic()`` when each of :attr:`events` arrived."""
         self.call_id: str | None = None
         self._cursors: dict[str, int] = {}
         self._event_arrived = asyncio.Event()
@@ -254,6 +266,7 @@ class TestPeer:
 
     def _on_message(self, message: str | bytes) -> None:
         self.events.append(json.loads(message))
+        self.event_times.append(time.monotonic())
         self._event_arrived.set()
         self._event_arrived = asyncio.Event()
 

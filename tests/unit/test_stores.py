@@ -157,3 +157,24 @@ class TestMemoryCallDirectory:
         await calls.unregister("rtc_1")
         assert await calls.lookup("rtc_1") is None
         await calls.unregister("rtc_1")  # idempotent
+
+
+class TestMemoryRecordingIndex:
+    async def test_placed_until_expired_and_bounded(self) -> None:
+        """Located until its time to live runs out (0: never); only the newest ``limit`` are
+        kept, so the index of a long-running process does not grow without bound."""
+        from gateway.stores.memory import MemoryRecordingIndex
+
+        clock = Clock()
+        index = MemoryRecordingIndex(clock=clock)
+        await index.place("rtc_a", "n1", 10)
+        await index.place("rtc_b", "n1", 0)
+        assert await index.locate("rtc_a") == "n1"
+        clock.now += 11
+        assert await index.locate("rtc_a") is None
+        assert await index.locate("rtc_b") == "n1"
+        index.limit = 3
+        for n in range(5):
+            await index.place(f"rtc_{n}", "n2", 100)
+        assert await index.locate("rtc_b") is None
+        assert [await index.locate(f"rtc_{n}") for n in range(5)] == [None, None, "n2", "n2", "n2"]
