@@ -17,8 +17,10 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,67 @@ from gateway_bench.measure import LagProbe, load_average, machine_info
 from gateway_bench.phase import LoadEnv, PhaseConfig, run_phase
 from gateway_bench.probe import ProbeRegistry
 from gateway_bench.process import GatewayProcess, free_port, gateway_env
+from gateway_bench.report import RECORDING_PHASE
 from gateway_bench.upstream import BenchUpstream
 
 MODES = ("passthrough", "transcode")
+RECORDINGS_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """One phase's gateway: its name in the report, media path, Redis, workers, recording."""
+
+    name: str
+    media: str
+    redis: bool = False
+    workers: int = 1
+    recording: bool = False
+
+
+async def recording_figures(
+    http: aiohttp.ClientSession, gateway: GatewayProcess, calls: int
+) -> dict[str, Any]:
+    """Once the gateway has made the stereo file of every call (or given up waiting): what
+    its metrics say recording cost after the calls."""
+    values: dict[str, float] = {}
+    deadline = time.monotonic() + RECORDINGS_TIMEOUT
+    while time.monotonic() < deadline:
+        async with http.get(f"{gateway.root_url}/metrics") as response:
+            values = _recording_metrics(await response.text())
+        if values.get("written", 0) + values.get("failed", 0) >= calls:
+            break
+        await asyncio.sleep(0.5)
+    written, seconds = values.get("written", 0.0), values.get("seconds", 0.0)
+    cpu = values.get("cpu_s", 0.0)
+    return {
+        "calls": calls,
+        "written": int(written),
+        "failed": int(values.get("failed", 0)),
+        "seconds": round(seconds, 1),
+        "cpu_s": round(cpu, 4),
+        "cpu_s_per_call_minute": round(cpu / (seconds / 60.0), 4) if seconds else None,
+        "dropped_packets": int(values.get("dropped", 0)),
+        "bytes_during_calls": int(values.get("bytes", 0)),
+    }
+
+
+def _recording_metrics(text: str) -> dict[str, float]:
+    names = {
+        'realtime_gateway_recordings_total{result="written"}': "written",
+        'realtime_gateway_recordings_total{result="failed"}': "failed",
+        "realtime_gateway_recorded_seconds_total": "seconds",
+        "realtime_gateway_recording_cpu_seconds_total": "cpu_s",
+        "realtime_gateway_recording_bytes_total": "bytes",
+    }
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key in names:
+            out[names[key]] = float(value)
+        elif key.startswith("realtime_gateway_recording_dropped_packets_total{"):
+            out["dropped"] = out.get("dropped", 0.0) + float(value)
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,6 +164,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="measure passthrough three ways in one run: one process (in-memory stores), one "
         "process with Redis, and `serve --workers N` with Redis (needs redis-server on PATH)",
+    )
+    recording = p.add_argument_group("recording")
+    recording.add_argument(
+        "--recording",
+        action="store_true",
+        help="measure passthrough twice in one run, recording off then on: the CPU recording "
+        "adds to each call, and the CPU each call's stereo file costs after it ends",
     )
     emulator = p.add_argument_group("emulator mode")
     emulator.add_argument(
@@ -221,7 +288,13 @@ class Runner:
             print(f"bench [{elapsed:5.1f} s]: {message}", file=sys.stderr, flush=True)
 
     async def start_gateway(
-        self, env: LoadEnv, media: str, *, redis_url: str | None = None, workers: int = 1
+        self,
+        env: LoadEnv,
+        media: str,
+        *,
+        redis_url: str | None = None,
+        workers: int = 1,
+        recordings_dir: str | None = None,
     ) -> GatewayProcess:
         settings = gateway_env(
             os.environ,
@@ -234,6 +307,8 @@ class Runner:
         )
         if redis_url is not None:
             settings["GATEWAY_REDIS_URL"] = redis_url
+        if recordings_dir is not None:
+            settings["GATEWAY_RECORDINGS_DIR"] = recordings_dir
         # Workers need more than one core: they are not pinned to the gateway's one.
         cpus = self.gateway_cpus if workers == 1 else None
         gateway = await GatewayProcess.start(
@@ -300,27 +375,32 @@ class Runner:
             "gateway_source": str(a.gateway_source) if a.gateway_source else None,
         }
 
-    def _topologies(self) -> list[tuple[str, str, bool, int]]:
-        """(phase name, media, with Redis, workers) of each phase this run measures."""
+    def _topologies(self) -> list[Topology]:
+        """What each phase of this run measures."""
         if self.args.workers:
             n = self.args.workers
             return [
-                ("passthrough", "passthrough", False, 1),
-                ("1 process + Redis", "passthrough", True, 1),
-                (f"{n} workers + Redis", "passthrough", True, n),
+                Topology("passthrough", "passthrough"),
+                Topology("1 process + Redis", "passthrough", redis=True),
+                Topology(f"{n} workers + Redis", "passthrough", redis=True, workers=n),
             ]
-        return [(media, media, False, 1) for media in modes_of(self.args)]
+        if self.args.recording:
+            return [
+                Topology("passthrough", "passthrough"),
+                Topology(RECORDING_PHASE, "passthrough", recording=True),
+            ]
+        return [Topology(media, media) for media in modes_of(self.args)]
 
     async def _phases(self, env: LoadEnv) -> dict[str, Any]:
         topologies = self._topologies()
-        modes = [name for name, *_ in topologies]
-        async with redis_for(any(redis for _, _, redis, _ in topologies)) as redis_url:
+        modes = [t.name for t in topologies]
+        async with redis_for(any(t.redis for t in topologies)) as redis_url:
             return await self._run_phases(env, topologies, modes, redis_url)
 
     async def _run_phases(
         self,
         env: LoadEnv,
-        topologies: list[tuple[str, str, bool, int]],
+        topologies: list[Topology],
         modes: list[str],
         redis_url: str | None,
     ) -> dict[str, Any]:
@@ -331,22 +411,39 @@ class Runner:
             ramp=self.args.ramp,
         )
         phases: dict[str, dict[str, Any]] = {}
-        for media, gateway_media, with_redis, workers in topologies:
-            gateway = await self.start_gateway(
-                env,
-                gateway_media,
-                redis_url=redis_url if with_redis else None,
-                workers=workers,
-            )
-            try:
-                result = await run_phase(media, config, env, gateway)
-            finally:
-                self.progress(f"{media}: stopping the gateway")
-                code = await self.stop_gateway(gateway)
+        for topology in topologies:
+            media = topology.name
+            with contextlib.ExitStack() as stack:
+                recordings_dir = (
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-recordings-"))
+                    if topology.recording
+                    else None
+                )
+                gateway = await self.start_gateway(
+                    env,
+                    topology.media,
+                    redis_url=redis_url if topology.redis else None,
+                    workers=topology.workers,
+                    recordings_dir=recordings_dir,
+                )
+                recorded: dict[str, Any] | None = None
+                try:
+                    result = await run_phase(media, config, env, gateway)
+                    if topology.recording:
+                        self.progress(f"{media}: waiting for the recordings to be made")
+                        # The phase's calls, and the warm-up call before them.
+                        recorded = await recording_figures(
+                            env.http, gateway, len(result.calls.probes) + 1
+                        )
+                finally:
+                    self.progress(f"{media}: stopping the gateway")
+                    code = await self.stop_gateway(gateway)
             assert result.gateway is not None
             result.gateway.exit_code = code
             result.gateway.problems = gateway.problems()
             phases[media] = report_mod.summarize(result, env.lag.window_ms(*result.window))
+            if recorded is not None:
+                phases[media]["recordings"] = recorded
         report = report_mod.build(self.config(modes), machine_info(), phases)
         report["notes"] = self.notes + report_mod.health_notes(report)
         return report

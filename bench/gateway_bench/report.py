@@ -23,6 +23,7 @@ LAG_WARN_MS = 20.0
 OTHERS_WARN_PCT = 50.0
 WAIT_WARN_MS_PER_S = 10.0
 Report = dict[str, Any]
+RECORDING_PHASE = "passthrough, recording"
 Window = tuple[float, float]
 
 
@@ -310,6 +311,24 @@ def targets(report: Report) -> list[dict[str, Any]]:
     row(
         "memory per extra call", "≤ 2 MiB", "–" if mem is None else f"{mem:.2f} MiB", _check(mem, 2)
     )
+    if RECORDING_PHASE in phases:
+        added_pct = report["comparison"].get("recording_cpu_added_pct")
+        row(
+            "recording: CPU added per call",
+            "≤ 10 %",
+            "–" if added_pct is None else f"{added_pct:+.1f} %",
+            _check(added_pct, 10),
+        )
+        made = phases[RECORDING_PHASE].get("recordings") or {}
+        per_minute = made.get("cpu_s_per_call_minute")
+        row(
+            "recording: stereo file after the call",
+            "≤ 1 CPU-second per minute of call",
+            "–"
+            if per_minute is None
+            else f"{per_minute:.3f} CPU-s per minute ({made.get('written')} files)",
+            None if per_minute is None else per_minute <= 1 and not made.get("failed"),
+        )
     return out
 
 
@@ -329,6 +348,12 @@ def build(
         if m in phases
     }
     passthrough, transcode = cpu.get("passthrough"), cpu.get("transcode")
+    recording = (phases.get(RECORDING_PHASE, {}).get("gateway") or {}).get("cpu_s_per_call_s")
+    if passthrough and recording:
+        # What recording adds to a call's CPU, against the same calls unrecorded, same run.
+        report["comparison"]["recording_cpu_added_pct"] = _num(
+            100.0 * (recording - passthrough) / passthrough, 1
+        )
     if passthrough and transcode:
         report["comparison"]["transcode_cpu_ratio"] = _num(transcode / passthrough, 2)
         # A transcoding gateway near a full core cannot use more: its per-call cost is then

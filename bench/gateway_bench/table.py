@@ -133,6 +133,19 @@ def render(report: dict[str, Any]) -> str:
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    added = report["comparison"].get("recording_cpu_added_pct")
+    if added is not None:
+        lines.append(f"\nrecording changes the CPU of a call by {added:+.1f} %")
+    for name, phase in phases.items():
+        made = phase.get("recordings")
+        if made:
+            lines.append(
+                f"{name}: {made['written']} stereo files made ({made['failed']} failed) for "
+                f"{made['seconds']:g} s of calls (the warm-up call's included), "
+                f"{made['cpu_s']:.3f} CPU-s after the calls "
+                f"({_f(made['cpu_s_per_call_minute'], 3)} per call-minute), "
+                f"{made['dropped_packets']} packets dropped"
+            )
     ratio = report["comparison"].get("transcode_cpu_ratio")
     if ratio is not None:
         lines.append(f"\ntranscode costs {ratio:.1f}× the CPU of passthrough per call")

@@ -56,6 +56,25 @@ async def test_two_calls_for_three_seconds() -> None:
     assert report["targets"] and "Traceback" not in err.decode()
 
 
+@pytest.mark.timeout(120)
+async def test_recording_off_and_on_in_one_run() -> None:
+    """``--recording``: passthrough twice, the second recording every call; the report has
+    what recording added during the calls and what each stereo file cost after them."""
+    proc = await bench("--recording", "--calls", "2", "--seconds", "3", "--json")
+    out, err = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out)
+    assert set(report["phases"]) == {"passthrough", "passthrough, recording"}
+    made = report["phases"]["passthrough, recording"]["recordings"]
+    assert made["written"] == 3 and made["failed"] == 0  # the two calls and the warm-up
+    assert made["seconds"] > 2 * 3 and made["cpu_s"] > 0 and made["dropped_packets"] == 0
+    assert 0 < made["cpu_s_per_call_minute"] < 1
+    assert isinstance(report["comparison"]["recording_cpu_added_pct"], float)
+    names = {t["name"] for t in report["targets"]}
+    assert {"recording: CPU added per call", "recording: stereo file after the call"} <= names
+    assert "recordings" not in report["phases"]["passthrough"]
+
+
 @pytest.mark.timeout(60)
 async def test_ctrl_c_stops_the_gateway() -> None:
     """SIGINT mid-run: calls hung up, the gateway child stopped and reaped, exit status 130."""
