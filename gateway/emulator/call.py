@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import structlog
@@ -28,7 +28,8 @@ from gateway.emulator.audio import PlaybackTrack, decode_frame
 from gateway.emulator.conversation import Conversation, Effects
 from gateway.emulator.errors import InvalidRequest, OpenAIError
 from gateway.emulator.responses import Response
-from gateway.emulator.vad import InputAudioStats, VadConfig
+from gateway.emulator.turns import InputTurns
+from gateway.emulator.vad import InputAudioStats, Samples, VadConfig
 from gateway.rtc import ice
 from gateway.rtc.compat import OwnedPeerConnection
 from gateway.types import Event
@@ -61,12 +62,36 @@ def new_call_id() -> str:
     return "rtc_" + secrets.token_hex(16)
 
 
+def _closed_reason(reason: str) -> str:
+    """Live's ``session.closed`` reason for why the emulator ends a call."""
+    return {"hangup": "close_requested", "max_duration": "expired"}.get(reason, "connection_lost")
+
+
 def _sends_opus(answer_sdp: str) -> bool:
     """Whether the answer's audio codec (aiortc sends with the first one) is Opus."""
     for media in SessionDescription.parse(answer_sdp).media:
         if media.kind == "audio" and media.rtp.codecs:
             return str(media.rtp.codecs[0].mimeType).lower() == "audio/opus"
     return False
+
+
+class Dialogue(Protocol):
+    """What a call feeds and asks: a Realtime :class:`Conversation` or a Live session."""
+
+    session: dict[str, Any]
+    turns: InputTurns
+
+    def created_events(self) -> list[Event]: ...
+    def closed_events(self, reason: str) -> list[Event]: ...
+    def handle(self, client_event: Event) -> Effects: ...
+    def push_audio(self, samples: Samples, duration_ms: float, level: float) -> Effects | None: ...
+    def complete(self, response: Response) -> Effects: ...
+    def playback_finished(self, response_id: str) -> list[Event]: ...
+    def error_event(self, error: OpenAIError, client_event_id: str | None = None) -> Event: ...
+
+
+# Time the data channel gets to carry a session's last events before the peer closes.
+CLOSING_GRACE_S = 0.3
 
 
 class EmulatorCall:
@@ -77,8 +102,12 @@ class EmulatorCall:
         request_headers: Mapping[str, str],
         request_kind: str,
         initial_session: dict[str, Any] | None,
+        call_id: str | None = None,
+        dialogue: Callable[[str, Callable[[], float]], Dialogue] | None = None,
     ) -> None:
-        self.call_id = new_call_id()
+        """``dialogue(call_id, playback_position)`` makes what answers the call (a Realtime
+        conversation when left out)."""
+        self.call_id = call_id or new_call_id()
         self.request_headers = request_headers
         self.request_kind = request_kind
         self.initial_session = initial_session
@@ -93,13 +122,17 @@ class EmulatorCall:
         self.end_reason: str | None = None
         self._options = options
         self._track = PlaybackTrack(self._on_clip_finished)
-        self._conversation = Conversation(
-            model=options.model,
-            vad=options.vad,
-            initial_session=initial_session,
-            playback_position=lambda: self._track.position_ms,
-            max_echo_ms=options.max_echo_seconds * 1000,
-        )
+        self._conversation: Dialogue
+        if dialogue is not None:
+            self._conversation = dialogue(self.call_id, lambda: self._track.position_ms)
+        else:
+            self._conversation = Conversation(
+                model=options.model,
+                vad=options.vad,
+                initial_session=initial_session,
+                playback_position=lambda: self._track.position_ms,
+                max_echo_ms=options.max_echo_seconds * 1000,
+            )
         self._pc: OwnedPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -160,6 +193,10 @@ class EmulatorCall:
 
     async def end(self, reason: str) -> None:
         """End the call (idempotent); returns once everything it started has stopped."""
+        closing = self._conversation.closed_events(_closed_reason(reason))
+        if closing and self._channel is not None and self._channel.readyState == "open":
+            self._send_all(closing)
+            await asyncio.sleep(CLOSING_GRACE_S)
         self._request_end(reason)
         if self._supervisor is not None:
             await asyncio.shield(self._supervisor)
@@ -185,6 +222,10 @@ class EmulatorCall:
                     await self._end_requested.wait()
             except TimeoutError:
                 reason = "max_duration"
+                closing = self._conversation.closed_events("expired")
+                if closing:
+                    self._send_all(closing)
+                    await asyncio.sleep(CLOSING_GRACE_S)
         await self._teardown(reason or self._requested_reason)
 
     async def _teardown(self, reason: str) -> None:
@@ -248,7 +289,7 @@ class EmulatorCall:
             event = events.parse(raw)
         except OpenAIError as exc:
             self._log.info("emulator.client_error", type=None, code=exc.code)
-            self._send(events.error_event(exc))
+            self._send(self._conversation.error_event(exc))
             return
         self.events_in += 1
         if self._options.record_events:
@@ -259,13 +300,13 @@ class EmulatorCall:
             effects = self._conversation.handle(event)
         except OpenAIError as exc:
             self._log.info("emulator.client_error", type=event["type"], code=exc.code)
-            self._send(events.error_event(exc, events.client_event_id(event)))
+            self._send(self._conversation.error_event(exc, events.client_event_id(event)))
             return
         except Exception:
             # A bug here must not reach aiortc's SCTP loop, which would drop the connection.
             self._log.exception("emulator.event_failed", type=event["type"])
             error = OpenAIError("The emulator failed to handle this event.")
-            self._send(events.error_event(error, events.client_event_id(event)))
+            self._send(self._conversation.error_event(error, events.client_event_id(event)))
             return
         self._apply(effects)
 
@@ -277,6 +318,10 @@ class EmulatorCall:
         if effects.stop_playback:
             self._track.stop_playback()
         self._send_all(effects.events)
+        if effects.end is not None:
+            reason = effects.end
+            asyncio.get_running_loop().call_later(CLOSING_GRACE_S, self._request_end, reason)
+            return
         if effects.play is not None and effects.play.clip is not None:
             self._track.play(effects.play.clip, effects.play.id)
         if effects.start is not None:

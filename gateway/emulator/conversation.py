@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.emulator import session as sess
-from gateway.emulator.errors import InvalidRequest
+from gateway.emulator.errors import InvalidRequest, OpenAIError
+from gateway.emulator.events import error_event
 from gateway.emulator.items import Context, Input, Items, event, input_from_item, text_tokens
 from gateway.emulator.responses import Response, plan
 from gateway.emulator.turns import InputTurns, TurnEnded, TurnStarted
@@ -38,6 +39,8 @@ class Effects:
     stop_playback: bool = False
     cancelled: Response | None = None
     """Stop streaming this response: its final events are already in ``events``."""
+    end: str | None = None
+    """End the call for this reason once ``events`` are out (a Live ``session.close``)."""
 
     def merge(self, other: Effects) -> Effects:
         self.events += other.events
@@ -45,6 +48,7 @@ class Effects:
         self.play = other.play or self.play
         self.stop_playback = self.stop_playback or other.stop_playback
         self.cancelled = other.cancelled or self.cancelled
+        self.end = other.end or self.end
         return self
 
 
@@ -85,6 +89,13 @@ class Conversation:
 
     def created_events(self) -> list[Event]:
         return [event("session.created", session=copy.deepcopy(self.session))]
+
+    def closed_events(self, reason: str) -> list[Event]:
+        """A Realtime call says nothing as it ends."""
+        return []
+
+    def error_event(self, error: OpenAIError, client_event_id: str | None = None) -> Event:
+        return error_event(error, client_event_id)
 
     def handle(self, client_event: Event) -> Effects:
         """Answer one parsed client event; a bad one raises :class:`InvalidRequest`."""

@@ -1,4 +1,5 @@
-"""The emulator's HTTP side: OpenAI's GA ``/v1/realtime/calls`` contract, on aiohttp.
+"""The emulator's HTTP side: OpenAI's GA ``/v1/realtime/calls`` contract and GPT-Live's
+``/v1/live/sessions``, on aiohttp.
 
 ``Emulator.app`` can be served by anything that serves an aiohttp application (the test client
 included); ``start()``/``aclose()`` run it on their own site for use as a real upstream.
@@ -25,12 +26,21 @@ from gateway.emulator.errors import (
     Unauthorized,
     Unavailable,
 )
-from gateway.emulator.signaling import check_offer, parse_call_request, request_kind
+from gateway.emulator.live import LiveConversation
+from gateway.emulator.signaling import (
+    check_offer,
+    new_live_id,
+    parse_call_request,
+    parse_live_request,
+    request_kind,
+)
 from gateway.emulator.vad import VadConfig
+from gateway.protocol import live as live_contract
 
 log = structlog.get_logger(__name__)
 
 CALLS_PATH = "/v1/realtime/calls"
+LIVE_PATH = "/v1/live/sessions"
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,8 @@ class Emulator:
         self._app = web.Application(middlewares=[_openai_errors])
         self._app.router.add_post(CALLS_PATH, self._create_call)
         self._app.router.add_post(CALLS_PATH + "/{call_id}/hangup", self._hangup)
+        self._app.router.add_post(LIVE_PATH, self._create_live_session)
+        self._app.router.add_post(LIVE_PATH + "/{call_id}/hangup", self._hangup_live)
         self._app.on_shutdown.append(self._on_shutdown)
 
     @property
@@ -224,6 +236,56 @@ class Emulator:
             content_type="application/sdp",
             headers={"Location": f"{CALLS_PATH}/{call.call_id}"},
         )
+
+    async def _create_live_session(self, request: web.Request) -> web.StreamResponse:
+        """GPT-Live's ``POST /v1/live/sessions``: JSON in, ``201`` JSON with the answer out."""
+        if self._reject is not None:
+            (status, error), self._reject = self._reject, None
+            log.info("emulator.call_rejected", status=status)
+            return web.json_response({"error": error}, status=status)
+        self._authorize(request)
+        self._check_open()
+        created = parse_live_request(await self._read_body(request))
+        check_offer(created.sdp)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() != "authorization"
+        )
+        options = self.settings.call_options(record_events=self.record_events)
+
+        def dialogue(session_id: str, position: Callable[[], float]) -> LiveConversation:
+            return LiveConversation(
+                session_id,
+                created.session,
+                vad=options.vad,
+                playback_position=position,
+                max_echo_ms=options.max_echo_seconds * 1000,
+            )
+
+        call = EmulatorCall(
+            options,
+            request_headers=CIMultiDictProxy(headers),
+            request_kind="live",
+            initial_session=created.session,
+            call_id=new_live_id(),
+            dialogue=dialogue,
+        )
+        answer = await call.answer(created.sdp)
+        self._calls[call.call_id] = call
+        call.on_ended = self._call_ended
+        if self._closed:
+            await call.end("shutdown")
+            self._check_open()
+        return web.json_response(live_contract.create_response(call.call_id, answer), status=201)
+
+    async def _hangup_live(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
+        session_id = request.match_info["call_id"]
+        call = self._calls.get(session_id)
+        if call is None or call.request_kind != "live":
+            raise NotFound(f"Session not found: {session_id!r}.", code="session_not_found")
+        call.hung_up = True
+        await call.end("hangup")
+        return web.Response(status=200)
 
     def _call_ended(self, call: EmulatorCall) -> None:
         """Keep the latest ended calls for inspection; forget older ones."""

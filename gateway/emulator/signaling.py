@@ -1,4 +1,5 @@
-"""The body of ``POST /v1/realtime/calls``: a raw SDP offer, or multipart ``sdp`` + ``session``.
+"""The body of ``POST /v1/realtime/calls`` (a raw SDP offer, or multipart ``sdp`` +
+``session``) and of GPT-Live's ``POST /v1/live/sessions`` (JSON).
 
 Pure: no I/O. Raises the gateway's errors, which the server turns into OpenAI-shaped bodies.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import secrets
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 from gateway.emulator.errors import InvalidRequest, UnsupportedMediaType
 from gateway.emulator.events import too_deep
 from gateway.emulator.session import check_session_type
+from gateway.errors import InvalidRequest as GatewayInvalidRequest
+from gateway.protocol import live
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,23 @@ def check_offer(sdp: str) -> None:
         raise InvalidRequest(
             f"Invalid SDP offer: it has no {', no '.join(missing)}.", code="invalid_offer"
         )
+
+
+def new_live_id() -> str:
+    return "live_" + secrets.token_hex(16)
+
+
+def parse_live_request(body: bytes) -> live.LiveCreate:
+    """A Live creation body, as strictly as OpenAI reads it."""
+    try:
+        decoded = json.loads(_text(body, "body"))
+    except ValueError:
+        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        raise too_deep("request body") from None
+    try:
+        return live.parse_create_request(decoded)
+    except GatewayInvalidRequest as exc:
+        raise InvalidRequest(
+            exc.message, code=exc.code or "invalid_request", param=exc.param
+        ) from None
