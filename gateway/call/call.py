@@ -212,6 +212,8 @@ class Call:
             out = await self.pipeline.server_message(message)
             if out is not None:
                 self.browser.send(out)
+            for extra in self.pipeline.followups():
+                self.browser.send(extra)
 
     # -- the sideband ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from gateway.protocol.events import (
     parse_client_event,
     parse_event,
 )
+from gateway.protocol.live import LiveGate, live_error_event
 from gateway.recording import CallRecorder
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
@@ -115,6 +116,9 @@ class EventPipeline:
     ) -> None:
         self.info = info
         self._beta = dialect == "beta"
+        # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
+        self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
+        self._followups: list[Message] = []
         self._metrics = metrics
         self._policy = policy
         self._hooks = hooks
@@ -145,6 +149,8 @@ class EventPipeline:
             return None
         original = event
         self._metrics.event_relayed("client", event["type"], len(message))
+        if self._live is not None:
+            return await self._live_client_event(event, message, reply)
         if self._beta:
             event = beta.client_event_to_ga(event)
         decision = self._policy.check(event, len(message), current_session=self.session)
@@ -177,7 +183,31 @@ class EventPipeline:
                 return None
         return message if event is original else encode_event(event)
 
+    async def _live_client_event(
+        self, event: Event, message: Message, reply: Reply | None
+    ) -> Message | None:
+        assert self._live is not None
+        try:
+            self._live.client(event, self.session)
+        except GatewayError as exc:
+            self.stats.policy_violations += 1
+            self._metrics.policy_violation(exc.code or "live_rule")
+            self.reject(exc, event, reply)
+            return None
+        if self._hooks.wants_client_events:
+            hooked = await self._hooks.client_event(self.info, event)
+            if hooked is None:
+                return None
+            if hooked is not event:
+                return encode_event(hooked)
+        return message
+
     # -- upstream → browser -------------------------------------------------------------------
+
+    def followups(self) -> list[Message]:
+        """Events for the browser that follow the last server message (sent after it)."""
+        out, self._followups = self._followups, []
+        return out
 
     async def server_message(self, message: Message) -> Message | None:
         """The message to send to the browser, or None if it is hidden from it."""
@@ -189,6 +219,8 @@ class EventPipeline:
         original = event
         kind = event["type"]
         self._metrics.event_relayed("server", kind, len(message))
+        if self._live is not None:
+            return await self._live_server_event(event, message)
         if kind in ("session.created", "session.updated") and isinstance(
             event.get("session"), dict
         ):
@@ -222,6 +254,25 @@ class EventPipeline:
             event = translated
         return message if event is original else encode_event(event)
 
+    async def _live_server_event(self, event: Event, message: Message) -> Message | None:
+        assert self._live is not None
+        kind = event["type"]
+        if kind in ("session.started", "session.updated") and isinstance(
+            event.get("session"), dict
+        ):
+            self.session = event["session"]
+        shown = self._live.server(event)
+        if not shown:
+            return None
+        first, *rest = shown
+        self._followups += [encode_event(extra) for extra in rest]
+        if self._hooks.wants_server_events:
+            hooked = await self._hooks.server_event(self.info, first)
+            if hooked is None:
+                return None
+            first = hooked
+        return message if first is event else encode_event(first)
+
     # -- helpers ------------------------------------------------------------------------------
 
     def reject(
@@ -243,7 +294,8 @@ class EventPipeline:
                 suppressed=suppressed,
             )
         echo = client_event_id(event) if event is not None else None
-        (reply or self._to_browser)(encode_event(error_event(error, client_event_id=echo)))
+        shape = error_event if self._live is None else live_error_event
+        (reply or self._to_browser)(encode_event(shape(error, client_event_id=echo)))
 
     def _count_usage(self, event: Event) -> None:
         response = event.get("response")

@@ -39,11 +39,16 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Dialect = Literal["ga", "beta"]
+Dialect = Literal["ga", "beta", "live"]
 
 
 def new_call_id() -> str:
     return "rtc_" + secrets.token_hex(16)
+
+
+def new_live_session_id() -> str:
+    """The gateway's own id for a Live session (OpenAI's ``live_…`` shape; opaque)."""
+    return "live_" + secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class CallRequest:
     dialect: Dialect = "ga"
     # Digest of the client secret the call was opened with; it may hang the call up.
     token_digest: bytes | None = None
+    # What the upstream is asked for, when it differs from ``session`` (the call's own view):
+    # a Live session's frontend permissions are held by the gateway, not sent upstream.
+    upstream_session: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,8 @@ async def open_call(
         port_usage=options.port_usage,
     )
     upstream = upstreams(media)
-    dial = asyncio.ensure_future(upstream.connect(request.session))
+    asked = request.session if request.upstream_session is None else request.upstream_session
+    dial = asyncio.ensure_future(upstream.connect(asked))
     try:
         answer_sdp = await browser.answer(request.offer_sdp, media)
         # Shielded: a setup cancelled here must not abort a request the upstream may have acted
@@ -203,7 +212,8 @@ def make_pipeline(
     )
     pipeline_ref: list[EventPipeline] = []
     tools = None
-    if len(services.tools) > 0:
+    # Server tools speak Realtime's function calls; a Live session relays its own.
+    if len(services.tools) > 0 and request.dialect != "live":
         timeout = services.tool_timeout
         tools = ToolCoordinator(
             services.tools,

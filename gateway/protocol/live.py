@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.errors import InvalidRequest
-from gateway.protocol.events import MAX_NESTING, nesting, too_deep
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.protocol.events import MAX_NESTING, nesting, new_event_id, too_deep
 
 SESSION_FIELDS: Final = frozenset(
     {
@@ -51,6 +51,24 @@ NOT_ON_THE_DATA_CHANNEL: Final = {
     "transport.dtmf.send": "DTMF is for SIP sessions only.",
 }
 """Commands OpenAI takes only elsewhere than a WebRTC data channel, and why."""
+
+DATA_CHANNEL_COMMANDS: Final = frozenset(
+    {
+        "session.update",
+        "session.input_audio.mute",
+        "session.input_audio.unmute",
+        "session.instructions.append",
+        "session.thinking.append",
+        "session.commentary.append",
+        "decision.create",
+        "decision.item.create",
+        "decision.item.delete",
+        "response.item.create",
+        "response.create",
+        "session.close",
+    }
+)
+"""The commands a frontend may send on a WebRTC data channel (OpenAI's ``ClientEvent`` set)."""
 
 _EVENT_TYPE: Final = re.compile(r"^(?:error|info|[a-z][a-z0-9_-]*(?:\.[a-z0-9_-]+)+)$")
 MAX_ALLOWED: Final = 256
@@ -294,3 +312,110 @@ def check_update(event: Mapping[str, Any], current: Mapping[str, Any]) -> dict[s
                 param="session.delegation.type",
             )
     return copy.deepcopy(session)
+
+
+ALL_ALLOWED: Final = {
+    "data_channel": {"allowed_client_events": "all", "allowed_server_events": "all"}
+}
+"""``session.client`` of a session whose frontend is not restricted."""
+
+
+class LiveGate:
+    """The gateway's rules for a Live session's browser data channel.
+
+    OpenAI would see the gateway's upstream channel as the frontend, so the app's
+    ``session.client.data_channel`` is held here, at the browser's edge, and the upstream
+    session is created without it (:func:`upstream_session`): the allow-lists then hold
+    whatever the upstream does, and the session the browser is shown still reports them, with
+    the ``info`` OpenAI sends for a restricted frontend. A browser may not change the
+    session's delegation, which the app's server chose. The session's id is the gateway's own
+    wherever the browser sees it (clients check it against the creation answer)."""
+
+    def __init__(self, app_session: Mapping[str, Any], session_id: str | None = None) -> None:
+        self.session_id = session_id
+        self.permissions = Permissions.of(app_session)
+        client = app_session.get("client")
+        self._client_setting = copy.deepcopy(client) if isinstance(client, dict) else ALL_ALLOWED
+        self._announced = False
+
+    def client(self, event: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+        """Raises the error the browser gets for a command it may not send."""
+        kind = str(event.get("type"))
+        reason = NOT_ON_THE_DATA_CHANNEL.get(kind)
+        if reason is not None:
+            raise InvalidRequest(reason, code="invalid_event", param="type")
+        if kind not in DATA_CHANNEL_COMMANDS:
+            raise InvalidRequest(
+                f"Invalid value: '{kind[:100]}'. Supported values are: "
+                + ", ".join(f"'{name}'" for name in sorted(DATA_CHANNEL_COMMANDS))
+                + ".",
+                code="invalid_value",
+                param="type",
+            )
+        if not self.permissions.allows_client(kind):
+            raise InvalidRequest(
+                f"The client event '{kind[:100]}' is not allowed on this data channel.",
+                code="event_not_allowed",
+                param="type",
+            )
+        if kind == "session.update":
+            patch = check_update(event, current)
+            if "delegation" in patch:
+                raise InvalidRequest(
+                    "The session's delegation is set by the app's server and cannot be "
+                    "changed from the browser.",
+                    code="locked_field",
+                    param="session.delegation",
+                )
+
+    def server(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """What the browser gets for one server event: nothing, the event (its session
+        showing the app's frontend setting), or the event and the permissions ``info``."""
+        kind = event.get("type")
+        if kind == "info" and event.get("code") == "data_channel_permissions":
+            return []  # the upstream's view of its own channel; the browser gets ours
+        if not self.permissions.allows_server(event):
+            return []
+        session = event.get("session")
+        if kind in ("session.started", "session.updated", "session.closed") and isinstance(
+            session, dict
+        ):
+            shown = {**session, "client": copy.deepcopy(self._client_setting)}
+            if self.session_id is not None and "id" in shown:
+                shown["id"] = self.session_id
+            event = {**event, "session": shown}
+        out = [event]
+        if kind == "session.started" and self.permissions.restricted and not self._announced:
+            self._announced = True
+            info = {
+                "type": "info",
+                "event_id": new_event_id(),
+                "code": "data_channel_permissions",
+                "message": self.permissions.announcement(),
+            }
+            if self.permissions.allows_server(info):
+                out.append(info)
+        return out
+
+
+def upstream_session(app_session: Mapping[str, Any]) -> dict[str, Any]:
+    """The session the gateway creates upstream: the app's, its frontend left unrestricted
+    (the gateway restricts the browser itself, :class:`LiveGate`)."""
+    session = copy.deepcopy(dict(app_session))
+    client = session.get("client")
+    if isinstance(client, dict):
+        client.pop("data_channel", None)
+        if not client:
+            del session["client"]
+    return session
+
+
+def live_error_event(error: GatewayError, *, client_event_id: str | None = None) -> dict[str, Any]:
+    """Live's ``error`` event: the offending command's id as ``client_event_id``, in the error
+    and beside it."""
+    body = error.to_body()["error"]
+    event: dict[str, Any] = {"type": "error", "event_id": new_event_id(), "error": body}
+    if client_event_id is not None:
+        body["client_event_id"] = client_event_id
+        event["client_event_id"] = client_event_id
+    return event

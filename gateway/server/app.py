@@ -21,7 +21,7 @@ from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.recording import Recordings
 from gateway.rtc import compat, guard
-from gateway.server import demo, probes, realtime, recordings, sideband
+from gateway.server import demo, live, probes, realtime, recordings, sideband
 from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
@@ -121,6 +121,7 @@ def create_app(
     state.metrics.watch_jitter(lambda: [call.jitter for call in state.calls])
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
+    live.add_routes(app)
     sideband.add_routes(app)
     recordings.add_routes(app)
     probes.add_routes(app)

@@ -34,7 +34,7 @@ from gateway.protocol.session import (
     parse_client_secret_request,
     without_locked,
 )
-from gateway.server.auth import identify, require_server
+from gateway.server.auth import Caller, identify, require_server
 from gateway.server.body import read_json, read_offer
 from gateway.server.forward import Forwarder
 from gateway.server.state import STATE, GatewayState
@@ -98,10 +98,9 @@ async def beta_call(request: web.Request) -> web.Response:
     return await _create_call(request, "beta")
 
 
-async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
-    started = time.monotonic()
-    state = _state(request)
-    caller = identify(request, state)
+async def admit(state: GatewayState, request: web.Request, caller: Caller) -> web.Response | None:
+    """Whether a new call may start here: raises 429/503, or returns the answer of another
+    process with room that took the call, or ``None`` to go on here."""
     forwarder = state.forwarder
     forwarded = forwarder is not None and forwarder.is_forwarded(request)
     try:
@@ -125,6 +124,16 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     except RateLimited:
         state.metrics.call_rejected()
         raise
+    return None
+
+
+async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
+    started = time.monotonic()
+    state = _state(request)
+    caller = identify(request, state)
+    passed_on = await admit(state, request, caller)
+    if passed_on is not None:
+        return passed_on
     digest: bytes | None = None
     token_session: dict[str, Any] | None = None
     if not caller.is_server:
@@ -237,12 +246,18 @@ async def hangup(request: web.Request) -> web.Response:
     if not allowed:
         raise _no_such_call(call_id)
     call.stop(EndReason.HANGUP)
+    await wait_ended(call)
+    return web.Response(status=200)
+
+
+async def wait_ended(call: Call) -> None:
+    """Wait (a bounded while) for a call told to stop to have ended: both peers closed, the
+    upstream hung up."""
     try:
         async with asyncio.timeout(HANGUP_WAIT):
             await call.wait_done()
     except TimeoutError:
-        log.warning("call.hangup_slow", call_id=call_id)
-    return web.Response(status=200)
+        log.warning("call.hangup_slow", call_id=call.call_id)
 
 
 def _view(state: GatewayState, call: Call) -> dict[str, Any]:

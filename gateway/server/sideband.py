@@ -15,7 +15,7 @@ import contextlib
 import structlog
 from aiohttp import WSMsgType, web
 
-from gateway.errors import AuthenticationError, InvalidRequest
+from gateway.errors import AuthenticationError, InvalidRequest, NotFound
 from gateway.server.auth import identify, is_gateway_key
 from gateway.server.realtime import elsewhere
 from gateway.server.state import STATE
@@ -60,6 +60,9 @@ async def sideband(request: web.Request) -> web.StreamResponse:
         if entry is not None and state.forwarder is not None:
             return await state.forwarder.websocket(request, entry)
         call = state.calls.get(call_id)  # raises the 404
+    if call.dialect == "live":
+        # A Live session's sideband is Live's own (.../live/sessions/{id}/attach).
+        raise NotFound(f"No call found with id '{call_id}'.", param="call_id")
     ws = web.WebSocketResponse(protocols=("realtime",), heartbeat=30)
     await ws.prepare(request)
     queue = call.subscribe()

@@ -55,6 +55,12 @@ class GatewayState:
         return made.emulator if isinstance(made, RealtimeUpstreams) else None
 
     @property
+    def live_upstreams(self) -> UpstreamFactory | None:
+        """Where Live sessions' upstream sessions come from, when the upstream speaks Live."""
+        live = getattr(self.upstreams, "live", None)
+        return live if callable(live) else None
+
+    @property
     def metrics(self) -> Metrics:
         return self.services.metrics
 

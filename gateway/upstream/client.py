@@ -1,4 +1,5 @@
-"""The HTTP side of the upstream leg: OpenAI's GA ``/realtime/calls`` contract.
+"""The HTTP side of the upstream leg: OpenAI's GA ``/realtime/calls`` contract, and GPT-Live's
+``/live/sessions``.
 
 The only module that knows the upstream URL layout and sends the OpenAI key. Project keys go
 as ``multipart/form-data`` (``sdp`` + ``session``), never as raw SDP, which OpenAI reserves for
@@ -90,9 +91,53 @@ class UpstreamClient:
             )
         return UpstreamAnswer(sdp=body, call_id=call_id_from_location(location))
 
+    @property
+    def live_url(self) -> str:
+        return f"{self._base_url}/live/sessions"
+
+    async def create_live_session(self, offer_sdp: str, session: dict[str, Any]) -> UpstreamAnswer:
+        """GPT-Live's ``POST /live/sessions``: JSON in, ``201`` JSON with the answer and the
+        session's id out (kept as OpenAI wrote it)."""
+        body = {"session": session, "transport": {"type": "webrtc", "sdp": offer_sdp}}
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(
+                    self.live_url, json=body, headers=self._headers()
+                ) as response:
+                    text = await response.text()
+                    if response.status not in (200, 201):
+                        raise _status_error(response.status, text)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream did not answer the session within {self._timeout:g} s.",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+        try:
+            created = json.loads(text)
+            session_id = created["session"]["id"]
+            sdp = created["transport"]["sdp"]
+        except (ValueError, KeyError, TypeError):
+            session_id = sdp = None
+        if not isinstance(session_id, str) or not isinstance(sdp, str) or "v=0" not in sdp[:10]:
+            raise UpstreamError(
+                "The upstream answered the session with something that is not a Live answer.",
+                code="upstream_bad_answer",
+            )
+        return UpstreamAnswer(sdp=sdp, call_id=session_id)
+
+    async def hangup_live(self, session_id: str) -> None:
+        """``POST /live/sessions/{id}/hangup``; an already-ended session (404) counts as done."""
+        await self._hangup(f"{self.live_url}/{session_id}/hangup")
+
     async def hangup(self, call_id: str) -> None:
         """``POST /realtime/calls/{id}/hangup``; an already-ended call (404) counts as done."""
-        url = f"{self.calls_url}/{call_id}/hangup"
+        await self._hangup(f"{self.calls_url}/{call_id}/hangup")
+
+    async def _hangup(self, url: str) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._http.post(url, headers=self._headers()) as response:

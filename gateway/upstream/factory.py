@@ -16,6 +16,7 @@ from gateway.metrics import Metrics
 from gateway.rtc.media import MediaPath
 from gateway.upstream.base import Upstream
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.live import LiveUpstream
 from gateway.upstream.realtime import RealtimeOptions, RealtimeUpstream
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,10 @@ class RealtimeUpstreams:
 
     def __call__(self, media: MediaPath) -> Upstream:
         return RealtimeUpstream(media, self.client, options=self._options, metrics=self._metrics)
+
+    def live(self, media: MediaPath) -> Upstream:
+        """A GPT-Live session at the same URL, with the same key."""
+        return LiveUpstream(media, self.client, options=self._options, metrics=self._metrics)
 
 
 @asynccontextmanager

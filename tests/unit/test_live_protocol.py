@@ -245,3 +245,84 @@ def test_commands_that_never_go_on_a_data_channel_are_known() -> None:
         "session.output_audio.fixture.play",
         "transport.dtmf.send",
     }
+
+
+# -- the gateway's edge ---------------------------------------------------------------------------
+
+
+def test_the_upstream_is_asked_for_an_unrestricted_frontend() -> None:
+    app: dict[str, Any] = {
+        "model": "gpt-live-1",
+        "client": {"data_channel": {"allowed_client_events": []}},
+    }
+    assert live.upstream_session(app) == {"model": "gpt-live-1"}
+    assert app["client"] == {"data_channel": {"allowed_client_events": []}}  # not mutated
+    assert live.upstream_session({"model": "m"}) == {"model": "m"}
+
+
+def test_the_gate_shows_the_apps_setting_under_the_gateways_id() -> None:
+    client = {"data_channel": {"allowed_server_events": [{"type": "session.started"}]}}
+    gate = live.LiveGate({"model": "m", "client": client}, "live_gw")
+    upstream_started: dict[str, Any] = {
+        "type": "session.started",
+        "event_id": "e1",
+        "session": {"id": "live_upstream", "client": live.ALL_ALLOWED, "model": "m"},
+    }
+    shown = gate.server(upstream_started)
+    assert [e["type"] for e in shown] == ["session.started"]  # info is not in the list
+    assert shown[0]["session"] == {"id": "live_gw", "client": client, "model": "m"}
+    assert upstream_started["session"]["id"] == "live_upstream"  # the input is left alone
+    assert gate.server({"type": "session.output_transcript.delta", "delta": "x"}) == []
+    assert gate.server({"type": "info", "code": "data_channel_permissions"}) == []
+    assert gate.server({"type": "error", "error": {}})[0]["type"] == "error"
+
+
+def test_the_gate_announces_a_restricted_frontend_once() -> None:
+    gate = live.LiveGate(
+        {"client": {"data_channel": {"allowed_client_events": ["session.close"]}}}, "live_gw"
+    )
+    started = {"type": "session.started", "session": {"id": "u"}}
+    first = gate.server(started)
+    assert [e["type"] for e in first] == ["session.started", "info"]
+    assert first[1]["code"] == "data_channel_permissions"
+    assert [e["type"] for e in gate.server(started)] == ["session.started"]
+    unrestricted = live.LiveGate({"model": "m"}, "live_gw")
+    assert [e["type"] for e in unrestricted.server(started)] == ["session.started"]
+
+
+def test_the_gate_refuses_what_a_browser_may_not_send() -> None:
+    gate = live.LiveGate(
+        {"client": {"data_channel": {"allowed_client_events": ["session.close", "session.update"]}}}
+    )
+    current = {"delegation": {"type": "responses"}}
+    gate.client({"type": "session.close"}, current)
+    gate.client({"type": "session.update", "session": {"triggers": []}}, current)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"type": "session.input_audio.mute"}, "event_not_allowed"),
+        ({"type": "session.start"}, "invalid_event"),
+        ({"type": "conversation.item.create"}, "invalid_value"),
+        ({"type": "x." * 5000}, "invalid_value"),
+        ({"type": "session.update", "session": {"model": "x"}}, "immutable_field_update"),
+        (
+            {"type": "session.update", "session": {"delegation": {"type": "responses"}}},
+            "locked_field",
+        ),
+    ]
+    for event, code in cases:
+        with pytest.raises(InvalidRequest) as caught:
+            gate.client(event, current)
+        assert caught.value.code == code
+
+
+def test_lives_error_event_carries_the_commands_id() -> None:
+    error = InvalidRequest("no", code="event_not_allowed", param="type")
+    event = live.live_error_event(error, client_event_id="evt_1")
+    assert event["type"] == "error" and event["client_event_id"] == "evt_1"
+    assert event["error"] == {
+        "message": "no",
+        "type": "invalid_request_error",
+        "code": "event_not_allowed",
+        "param": "type",
+        "client_event_id": "evt_1",
+    }
+    assert "client_event_id" not in live.live_error_event(error)

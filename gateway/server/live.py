@@ -1,0 +1,102 @@
+"""GPT-Live's HTTP API as the app's backend sees it (``../shared/live-protocol.md`` §1, §4-5).
+
+``POST /v1/live/sessions`` takes OpenAI's JSON body with the browser's offer and answers
+``201`` with ``{session:{id}, transport:{type:"webrtc", sdp}}``; the id is the gateway's own.
+Live has no ephemeral-key flow: a trusted server always creates the session, so the gateway key
+is required, and the browser only ever holds the data channel. ``POST …/{id}/hangup`` ends it
+(``200``, empty), wherever in the cluster it runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+
+from gateway.call.outcomes import EndReason
+from gateway.call.setup import CallRequest, new_live_session_id, open_call
+from gateway.errors import GatewayError, NotFound, Unavailable, UpstreamError
+from gateway.protocol import live
+from gateway.server import realtime
+from gateway.server.auth import identify, require_server
+from gateway.server.body import read_json
+from gateway.server.state import STATE, GatewayState
+
+log = structlog.get_logger(__name__)
+
+SESSIONS = "/v1/live/sessions"
+
+
+async def create_session(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    state: GatewayState = request.app[STATE]
+    require_server(request, state)
+    caller = identify(request, state)
+    passed_on = await realtime.admit(state, request, caller)
+    if passed_on is not None:
+        return passed_on
+    limit = 64 * 1024 + state.settings.max_sdp_bytes
+    created = live.parse_create_request(await read_json(request, limit))
+    upstreams = state.live_upstreams
+    if upstreams is None:
+        raise Unavailable("The gateway is starting up; try again in a moment.")
+    session_id = new_live_session_id()
+    structlog.contextvars.bind_contextvars(call_id=session_id)
+    state.pending += 1
+    try:
+        call = await open_call(
+            session_id,
+            CallRequest(
+                offer_sdp=created.sdp,
+                session=created.session,
+                upstream_session=live.upstream_session(created.session),
+                dialect="live",
+            ),
+            upstreams=upstreams,
+            options=state.leg_options,
+            services=state.services,
+            started_at=started,
+        )
+    except UpstreamError as exc:
+        state.metrics.call_rejected()
+        state.metrics.upstream_error(exc.code or "upstream_error")
+        raise
+    except GatewayError:
+        state.metrics.call_rejected()
+        raise
+    finally:
+        state.pending -= 1
+    structlog.contextvars.bind_contextvars(upstream_call_id=call.upstream_call_id)
+    state.calls.start(call)
+    log.info(
+        "call.answered",
+        call_id=session_id,
+        upstream_call_id=call.upstream_call_id,
+        kind="json",
+        dialect="live",
+        setup_ms=round((time.monotonic() - started) * 1000),
+    )
+    return web.json_response(live.create_response(session_id, call.answer_sdp), status=201)
+
+
+async def hangup(request: web.Request) -> web.Response:
+    """End a Live session (gateway key), wherever it runs; ``200`` with an empty body."""
+    state: GatewayState = request.app[STATE]
+    require_server(request, state)
+    session_id = request.match_info["session_id"]
+    call = state.calls.find(session_id)
+    if call is None or call.dialect != "live":
+        if call is None:
+            entry = await realtime.elsewhere(state, request, session_id)
+            if entry is not None and state.forwarder is not None:
+                return await state.forwarder.http(request, entry)
+        raise NotFound(f"No session found with id '{session_id}'.", param="session_id")
+    call.stop(EndReason.HANGUP)
+    await realtime.wait_ended(call)
+    return web.Response(status=200)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(SESSIONS, create_session)
+    app.router.add_post(SESSIONS + "/{session_id}/hangup", hangup)
