@@ -150,6 +150,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self._voice_seconds = Counter(
+            f"{PREFIX}_voice_seconds",
+            "Seconds of GPT-Live voice billed upstream, from its session.usage.updated.",
+            registry=r,
+        )
         self._upstream_errors = Counter(
             f"{PREFIX}_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=r
         )
@@ -260,6 +265,10 @@ class Metrics:
         for kind, value in tokens_by_kind(usage).items():
             if value:
                 self._tokens.labels(kind).inc(value)
+
+    def voice_seconds(self, seconds: float) -> None:
+        """Add seconds of Live voice a session's usage grew by."""
+        self._voice_seconds.inc(seconds)
 
     def tool_call(self, tool: str, status: str, seconds: float) -> None:
         self._tool_calls.labels(tool, status).inc()

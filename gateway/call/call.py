@@ -137,6 +137,7 @@ class Call:
             recording=recording.fields() if recording is not None else None,
             reason=str(self.end_reason) if ended and self.end_reason else None,
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
+            voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
         )
 
     # -- running -----------------------------------------------------------------------------------
@@ -226,9 +227,10 @@ class Call:
     def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
         self._subscribers.discard(queue)
 
-    async def inject(self, message: Message, reply: Reply) -> None:
-        """A client event from the sideband: same policy, hooks and tools as the browser's."""
-        out = await self.pipeline.client_message(message, reply)
+    async def inject(self, message: Message, reply: Reply, *, trusted: bool = False) -> None:
+        """A client event from the sideband: same policy, hooks and tools as the browser's
+        (``trusted``: a Live sideband, which the frontend's allow-lists do not bind)."""
+        out = await self.pipeline.client_message(message, reply, trusted=trusted)
         if out is not None:
             self.upstream.send(out)
 

@@ -94,6 +94,8 @@ class PipelineStats:
     policy_violations: int = 0
     tool_calls: int = 0
     speech_started: int = 0
+    # A Live session's voice seconds so far (session.usage.updated is cumulative).
+    voice_seconds: float = 0.0
     # True between response.created and response.done: the assistant is busy, not idle.
     responding: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
@@ -128,6 +130,9 @@ class EventPipeline:
         # The transcript's records go to the transcript file and to the one beside a recording.
         wants_records = transcript is not None or recorder is not None
         self._builder = TranscriptBuilder() if wants_records else None
+        self._live_turns = (
+            self._builder.live() if self._builder is not None and dialect == "live" else None
+        )
         self._to_browser = to_browser
         self.stats = PipelineStats()
         self._log_throttle = log_throttle or LogThrottle()
@@ -136,10 +141,13 @@ class EventPipeline:
 
     # -- browser → upstream -------------------------------------------------------------------
 
-    async def client_message(self, message: Message, reply: Reply | None = None) -> Message | None:
+    async def client_message(
+        self, message: Message, reply: Reply | None = None, *, trusted: bool = False
+    ) -> Message | None:
         """The message to send upstream, or None if it was refused or dropped.
 
         Refusals are answered through ``reply`` (the sideband) or else to the browser.
+        ``trusted``: sent by the app's server (a Live sideband), not the browser's frontend.
         """
         self.stats.client_events += 1
         try:
@@ -150,7 +158,7 @@ class EventPipeline:
         original = event
         self._metrics.event_relayed("client", event["type"], len(message))
         if self._live is not None:
-            return await self._live_client_event(event, message, reply)
+            return await self._live_client_event(event, message, reply, trusted)
         if self._beta:
             event = beta.client_event_to_ga(event)
         decision = self._policy.check(event, len(message), current_session=self.session)
@@ -184,11 +192,11 @@ class EventPipeline:
         return message if event is original else encode_event(event)
 
     async def _live_client_event(
-        self, event: Event, message: Message, reply: Reply | None
+        self, event: Event, message: Message, reply: Reply | None, trusted: bool
     ) -> Message | None:
         assert self._live is not None
         try:
-            self._live.client(event, self.session)
+            self._live.client(event, self.session, frontend=not trusted)
         except GatewayError as exc:
             self.stats.policy_violations += 1
             self._metrics.policy_violation(exc.code or "live_rule")
@@ -261,6 +269,11 @@ class EventPipeline:
             event.get("session"), dict
         ):
             self.session = event["session"]
+        elif kind in ("session.usage.updated", "session.closed"):
+            self._count_voice(event.get("usage"))
+        if self._live_turns is not None:
+            for record in self._live_turns.feed(event):
+                self._write_record(record)
         shown = self._live.server(event)
         if not shown:
             return None
@@ -306,6 +319,15 @@ class EventPipeline:
         for kind, value in tokens_by_kind(usage).items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
+    def _count_voice(self, usage: Any) -> None:
+        """Live's usage is a running total: count what it grew by, never the total again."""
+        seconds = usage.get("seconds") if isinstance(usage, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            return
+        if seconds > self.stats.voice_seconds:
+            self._metrics.voice_seconds(seconds - self.stats.voice_seconds)
+            self.stats.voice_seconds = float(seconds)
+
     def _write_record(self, record: Mapping[str, Any]) -> None:
         if self.transcript is not None:
             self.transcript.write(record)
@@ -340,6 +362,9 @@ class EventPipeline:
 
     def end_records(self, *, reason: str, outcome: str, duration_s: float) -> None:
         """The transcript's last records: pending corrections and the end of the call."""
+        if self._live_turns is not None:
+            for record in self._live_turns.flush():
+                self._write_record(record)
         if self._builder is not None:
             for record in self._builder.call_ended(
                 reason=reason, outcome=outcome, duration_s=duration_s

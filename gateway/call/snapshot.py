@@ -37,6 +37,8 @@ class CallSnapshot:
     """Whether the call was recorded and what the recording left out (None: recording off)."""
     reason: str | None = None
     outcome: str | None = None
+    voice_seconds: float | None = None
+    """A Live session's voice seconds, as its upstream last reported them (None: Realtime)."""
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
@@ -57,6 +59,7 @@ class CallSnapshot:
             "messages_dropped": dict(self.messages_dropped),
             "transcript_dropped": self.transcript_dropped,
             **(dict(self.recording) if self.recording is not None else {}),
+            **({"voice_seconds": self.voice_seconds} if self.voice_seconds is not None else {}),
         }
 
     def summary(self) -> CallSummary:
@@ -88,6 +91,8 @@ class CallSnapshot:
                 "policy_violations": self.policy_violations,
             },
             "tool_calls": self.tool_calls,
-            "usage": dict(self.tokens),
+            "usage": dict(self.tokens)
+            if self.voice_seconds is None
+            else {"seconds": self.voice_seconds},
             "audio_packets": dict(self.audio_packets),
         }

@@ -338,8 +338,12 @@ class LiveGate:
         self._client_setting = copy.deepcopy(client) if isinstance(client, dict) else ALL_ALLOWED
         self._announced = False
 
-    def client(self, event: Mapping[str, Any], current: Mapping[str, Any]) -> None:
-        """Raises the error the browser gets for a command it may not send."""
+    def client(
+        self, event: Mapping[str, Any], current: Mapping[str, Any], *, frontend: bool = True
+    ) -> None:
+        """Raises the error the browser gets for a command it may not send. The app's server
+        (``frontend=False``, a sideband) is held to Live's rules only, not the allow-lists or
+        the delegation lock."""
         kind = str(event.get("type"))
         reason = NOT_ON_THE_DATA_CHANNEL.get(kind)
         if reason is not None:
@@ -352,7 +356,7 @@ class LiveGate:
                 code="invalid_value",
                 param="type",
             )
-        if not self.permissions.allows_client(kind):
+        if frontend and not self.permissions.allows_client(kind):
             raise InvalidRequest(
                 f"The client event '{kind[:100]}' is not allowed on this data channel.",
                 code="event_not_allowed",
@@ -360,7 +364,7 @@ class LiveGate:
             )
         if kind == "session.update":
             patch = check_update(event, current)
-            if "delegation" in patch:
+            if frontend and "delegation" in patch:
                 raise InvalidRequest(
                     "The session's delegation is set by the app's server and cannot be "
                     "changed from the browser.",

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.call.outcomes import EndReason
 from gateway.call.setup import CallRequest, new_live_session_id, open_call
-from gateway.errors import GatewayError, NotFound, Unavailable, UpstreamError
+from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable, UpstreamError
 from gateway.protocol import live
 from gateway.server import realtime
 from gateway.server.auth import identify, require_server
@@ -97,6 +97,23 @@ async def hangup(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def not_here(request: web.Request) -> web.Response:
+    """Session controls the gateway does not offer for its WebRTC sessions: a clear 400."""
+    state: GatewayState = request.app[STATE]
+    require_server(request, state)
+    action = request.path.rsplit("/", 1)[-1]
+    if action == "fork":
+        message = (
+            "Forking is not available through the gateway: start a new session with "
+            "POST /v1/live/sessions (its 'input' can carry the conversation so far)."
+        )
+    else:
+        message = f"'{action}' is for SIP sessions; this gateway's Live sessions are WebRTC."
+    raise InvalidRequest(message, code="unsupported_operation", param="session_id")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post(SESSIONS, create_session)
     app.router.add_post(SESSIONS + "/{session_id}/hangup", hangup)
+    for action in ("fork", "accept", "reject", "refer"):
+        app.router.add_post(SESSIONS + "/{session_id}/" + action, not_here)

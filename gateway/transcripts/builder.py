@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gateway.transcripts.live import LiveTranscript
 from gateway.transcripts.records import Record
 
 MS_PER_AUDIO_TOKEN: Final = 50.0
@@ -78,6 +79,10 @@ class TranscriptBuilder:
 
     def _record(self, kind: str, **fields: Any) -> Record:
         return {"ts": self._clock(), "kind": kind, **fields}
+
+    def live(self) -> LiveTranscript:
+        """The turns of a GPT-Live session, stamped by this builder's clock."""
+        return LiveTranscript(self._record)
 
     # -- records the relay asks for -----------------------------------------------------------
 

@@ -5,14 +5,17 @@ backend would drive it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.emulator import Emulator, EmulatorCall
+from gateway.transcripts import conversation
 from tests.functional.conftest import GATEWAY_KEY, mint, state_of
 from tests.support.peer import TestPeer
 
@@ -283,3 +286,53 @@ async def test_a_hostile_browser_on_a_live_session_gets_errors_and_the_session_g
     too_big = await gateway.post("/v1/live/sessions", json=huge, headers=AUTH)
     assert too_big.status == 413
     assert len(list(state_of(gateway).calls)) == 1
+
+
+async def test_a_live_sessions_transcript_usage_and_end_are_reported(
+    make_gateway: Any, emulator: Emulator, peers: list[TestPeer], tmp_path: Any
+) -> None:
+    gateway = await make_gateway(transcripts_dir=str(tmp_path))
+    peer, session_id = await open_session(gateway, peers)
+    await peer.next_event("session.started")
+    peer.mic.say(0.8, 440.0)
+    peer.mic.pause(1.2)
+    await peer.next_event("session.input_transcript.delta", timeout=8)
+    usage = await peer.next_event("session.usage.updated", timeout=8)
+    await peer.next_event("session.output_transcript.delta", timeout=8)
+    with structlog.testing.capture_logs() as logs:
+        response = await gateway.post(f"/v1/live/sessions/{session_id}/hangup", headers=AUTH)
+        assert response.status == 200
+    ended = [line for line in logs if line["event"] == "call.ended"]
+    assert len(ended) == 1 and ended[0]["call_id"] == session_id
+    assert ended[0]["voice_seconds"] >= usage["usage"]["seconds"] > 0
+    metrics = await (await gateway.get("/metrics")).text()
+    counted = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("realtime_gateway_voice_seconds_total ")
+    ]
+    assert counted and counted[0] == ended[0]["voice_seconds"]  # counted once, not summed
+
+    (path,) = list(tmp_path.glob("*.jsonl"))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds[0] == "call_started" and kinds[-1] == "call_ended"
+    turns = conversation(records)
+    assert [t["role"] for t in turns][:2] == ["user", "assistant"]
+    assert "seconds of speech" in turns[0]["text"] and turns[1]["text"]
+    user = next(r for r in records if r["kind"] == "user")
+    assert user["start_ms"] < user["end_ms"] and user["source"] == "audio"
+
+
+async def test_session_controls_the_gateway_does_not_offer_are_clear_errors(
+    gateway: Client,
+) -> None:
+    for action in ("fork", "accept", "reject", "refer"):
+        refused = await gateway.post(f"/v1/live/sessions/live_x/{action}")
+        assert refused.status == 401
+        response = await gateway.post(f"/v1/live/sessions/live_x/{action}", headers=AUTH, json={})
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["code"] == "unsupported_operation" and error["type"] == "invalid_request_error"
+    content = await gateway.get("/v1/live/sessions/live_x/content", headers=AUTH)
+    assert content.status in (404, 405)
