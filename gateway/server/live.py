@@ -10,6 +10,7 @@ is required, and the browser only ever holds the data channel. ``POST …/{id}/h
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -38,6 +39,13 @@ async def create_session(request: web.Request) -> web.Response:
         return passed_on
     limit = 64 * 1024 + state.settings.max_sdp_bytes
     created = live.parse_create_request(await read_json(request, limit))
+    return web.json_response(await start_session(state, created, started), status=201)
+
+
+async def start_session(
+    state: GatewayState, created: live.LiveCreate, started: float
+) -> dict[str, Any]:
+    """Open a Live session for an admitted request; its ``201`` body."""
     upstreams = state.live_upstreams
     if upstreams is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
@@ -77,7 +85,7 @@ async def create_session(request: web.Request) -> web.Response:
         dialect="live",
         setup_ms=round((time.monotonic() - started) * 1000),
     )
-    return web.json_response(live.create_response(session_id, call.answer_sdp), status=201)
+    return live.create_response(session_id, call.answer_sdp)
 
 
 async def hangup(request: web.Request) -> web.Response:
