@@ -206,10 +206,7 @@ class Call:
         while True:
             message = await self.upstream.inbox.get()
             for queue in self._subscribers:
-                try:
-                    queue.put_nowait(message)
-                except asyncio.QueueFull:
-                    log.warning("sideband.overflow", call_id=self.call_id)
+                _offer(queue, message, self.call_id)
             out = await self.pipeline.server_message(message)
             if out is not None:
                 self.browser.send(out)
@@ -220,7 +217,7 @@ class Call:
 
     def subscribe(self) -> asyncio.Queue[Message]:
         """A queue of every upstream event of this call, as the upstream sent it (sideband)."""
-        queue: asyncio.Queue[Message] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        queue: asyncio.Queue[Message] = SidebandQueue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
         return queue
 
@@ -286,3 +283,28 @@ class Call:
         finally:
             await self.pipeline.close_transcript()
             self._done.set()
+
+
+class SidebandQueue(asyncio.Queue[Message]):
+    """A sideband's share of a call's server events; counts what a slow reader lost."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.dropped = 0
+
+
+def _offer(queue: asyncio.Queue[Message], message: Message, call_id: str) -> None:
+    """Queue ``message`` for a sideband that may be slow: when its queue is full the oldest
+    event gives way (the newest say most about the call), and the first loss is logged."""
+    try:
+        queue.put_nowait(message)
+        return
+    except asyncio.QueueFull:
+        pass
+    queue.get_nowait()
+    queue.put_nowait(message)
+    if isinstance(queue, SidebandQueue):
+        queue.dropped += 1
+        if queue.dropped > 1:
+            return
+    log.warning("sideband.overflow", call_id=call_id, queued=queue.maxsize)

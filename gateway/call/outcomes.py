@@ -42,6 +42,10 @@ class EndReason(StrEnum):
     UPSTREAM_CONNECTION_FAILED = "upstream_connection_failed"
     UPSTREAM_CONNECTION_CLOSED = "upstream_connection_closed"
     UPSTREAM_CLOSED = "upstream_closed"
+    SESSION_CLOSED = "session_closed"
+    """A Live session closed as asked (``session.close``): said in ``session.closed``."""
+    SESSION_EXPIRED = "session_expired"
+    """A Live session reached its upstream's time limit: said in ``session.closed``."""
     INTERNAL_ERROR = "internal_error"
 
     @classmethod
@@ -90,6 +94,9 @@ _TABLE: Final[dict[EndReason, tuple[Outcome, Farewell | None]]] = {
     EndReason.UPSTREAM_CONNECTION_FAILED: ("upstream_error", _UPSTREAM_ENDED),
     EndReason.UPSTREAM_CONNECTION_CLOSED: ("upstream_error", _UPSTREAM_ENDED),
     EndReason.UPSTREAM_CLOSED: ("upstream_error", _UPSTREAM_ENDED),
+    # The browser has heard why from session.closed itself.
+    EndReason.SESSION_CLOSED: ("completed", None),
+    EndReason.SESSION_EXPIRED: ("timeout", None),
     EndReason.INTERNAL_ERROR: (
         "failed",
         Farewell(

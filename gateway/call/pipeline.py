@@ -96,6 +96,8 @@ class PipelineStats:
     speech_started: int = 0
     # A Live session's voice seconds so far (session.usage.updated is cumulative).
     voice_seconds: float = 0.0
+    # Why a Live session's upstream said it closed (session.closed's reason), once it has.
+    session_closed: str | None = None
     # True between response.created and response.done: the assistant is busy, not idle.
     responding: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
@@ -212,6 +214,12 @@ class EventPipeline:
 
     # -- upstream → browser -------------------------------------------------------------------
 
+    @property
+    def live(self) -> LiveGate | None:
+        """A Live session's gate (``None`` on a Realtime call): its sideband shows sessions
+        as the gate does and replays the gate's last ``session.started``."""
+        return self._live
+
     def followups(self) -> list[Message]:
         """Events for the browser that follow the last server message (sent after it)."""
         out, self._followups = self._followups, []
@@ -271,6 +279,9 @@ class EventPipeline:
             self.session = event["session"]
         elif kind in ("session.usage.updated", "session.closed"):
             self._count_voice(event.get("usage"))
+            if kind == "session.closed":
+                reason = event.get("reason")
+                self.stats.session_closed = reason if isinstance(reason, str) else "unknown"
         if self._live_turns is not None:
             for record in self._live_turns.feed(event):
                 self._write_record(record)

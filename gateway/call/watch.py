@@ -43,6 +43,11 @@ async def end(call: Call) -> EndReason:
     if which == "browser":
         return EndReason.of_leg("browser", call.browser.end_reason)
     if which == "upstream":
+        closed = call.pipeline.stats.session_closed
+        if closed == "close_requested":
+            return EndReason.SESSION_CLOSED
+        if closed == "expired":
+            return EndReason.SESSION_EXPIRED
         return EndReason.of_leg("upstream", call.upstream.end_reason)
     if which == "liveness":
         result = first.result()

@@ -337,6 +337,9 @@ class LiveGate:
         client = app_session.get("client")
         self._client_setting = copy.deepcopy(client) if isinstance(client, dict) else ALL_ALLOWED
         self._announced = False
+        self.started: dict[str, Any] | None = None
+        """The latest ``session.started`` as :meth:`shown`, whatever the frontend may see: the
+        short replay a sideband attaching later gets first."""
 
     def client(
         self, event: Mapping[str, Any], current: Mapping[str, Any], *, frontend: bool = True
@@ -372,23 +375,33 @@ class LiveGate:
                     param="session.delegation",
                 )
 
+    def shown(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` with its session as the app knows it (the gateway's id, the app's frontend
+        setting), for the browser and the sideband alike; ``event`` itself if it has none."""
+        session = event.get("session")
+        if event.get("type") not in (
+            "session.started",
+            "session.updated",
+            "session.closed",
+        ) or not isinstance(session, dict):
+            return event
+        shown = {**session, "client": copy.deepcopy(self._client_setting)}
+        if self.session_id is not None and "id" in shown:
+            shown["id"] = self.session_id
+        return {**event, "session": shown}
+
     def server(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """What the browser gets for one server event: nothing, the event (its session
         showing the app's frontend setting), or the event and the permissions ``info``."""
         kind = event.get("type")
         if kind == "info" and event.get("code") == "data_channel_permissions":
             return []  # the upstream's view of its own channel; the browser gets ours
+        shown = self.shown(event)
+        if kind == "session.started" and shown is not event:
+            self.started = copy.deepcopy(shown)  # a hook may yet change the browser's copy
         if not self.permissions.allows_server(event):
             return []
-        session = event.get("session")
-        if kind in ("session.started", "session.updated", "session.closed") and isinstance(
-            session, dict
-        ):
-            shown = {**session, "client": copy.deepcopy(self._client_setting)}
-            if self.session_id is not None and "id" in shown:
-                shown["id"] = self.session_id
-            event = {**event, "session": shown}
-        out = [event]
+        out = [shown]
         if kind == "session.started" and self.permissions.restricted and not self._announced:
             self._announced = True
             info = {

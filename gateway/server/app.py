@@ -21,7 +21,15 @@ from gateway.policy import PolicyConfig
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.recording import Recordings
 from gateway.rtc import compat, guard
-from gateway.server import demo, live, probes, realtime, recordings, sideband
+from gateway.server import (
+    demo,
+    live,
+    live_sideband,
+    probes,
+    realtime,
+    recordings,
+    sideband,
+)
 from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
@@ -122,6 +130,7 @@ def create_app(
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     live.add_routes(app)
+    live_sideband.add_routes(app)
     sideband.add_routes(app)
     recordings.add_routes(app)
     probes.add_routes(app)

@@ -30,6 +30,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     Unavailable,
 )
 from gateway.stores.base import CallEntry
@@ -199,7 +200,10 @@ class Forwarder:
             raise _refusal(exc.status, entry) from None
         except (aiohttp.ClientError, TimeoutError, OSError):
             raise NotFound(f"No call found with id '{entry.call_id}'.", param="call_id") from None
-        ws = web.WebSocketResponse(protocols=tuple(protocols), heartbeat=30)
+        # Answer with the subprotocol the owner chose, never one of the client's own offers:
+        # a browser may offer its key as a subprotocol, and an echo would hand it back.
+        chosen = upstream.protocol
+        ws = web.WebSocketResponse(protocols=(chosen,) if chosen else (), heartbeat=30)
         await ws.prepare(request)
         log.info("forward.websocket", call_id=entry.call_id, owner=entry.owner)
 
@@ -239,4 +243,8 @@ def _refusal(status: int, entry: CallEntry) -> GatewayError:
         return AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
     if status == 400:
         return InvalidRequest("The sideband request was refused by the call's gateway process.")
+    if status == 429:
+        return RateLimited("The call's gateway process refused the sideband: too many attached.")
+    if status >= 500:
+        return Unavailable("The call's gateway process could not take the sideband; retry.")
     return NotFound(f"No call found with id '{entry.call_id}'.", param="call_id")

@@ -42,6 +42,14 @@ def _authorize(request: web.Request) -> None:
         )
 
 
+MAX_PENDING_REPLIES = 256
+
+
+def _text(message: str | bytes) -> str:
+    """A WebSocket text frame of ``message`` (bytes from the upstream need not be UTF-8)."""
+    return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
+
 async def sideband(request: web.Request) -> web.StreamResponse:
     call_id = request.query.get("call_id")
     if not call_id:
@@ -69,17 +77,17 @@ async def sideband(request: web.Request) -> web.StreamResponse:
     log.info("sideband.opened", call_id=call_id)
 
     def reply(message: str | bytes) -> None:
-        if not ws.closed:
-            task = asyncio.ensure_future(
-                ws.send_str(message if isinstance(message, str) else message.decode())
-            )
+        # Bounded: a client that floods refused events and never reads gets no more answers
+        # than this many in flight, rather than an unbounded pile of send tasks.
+        if not ws.closed and len(pending) < MAX_PENDING_REPLIES:
+            task = asyncio.ensure_future(ws.send_str(_text(message)))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
     async def forward() -> None:
         while True:
             message = await queue.get()
-            await ws.send_str(message if isinstance(message, str) else message.decode())
+            await ws.send_str(_text(message))
 
     async def end_with_call() -> None:
         await call.wait_done()

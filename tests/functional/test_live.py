@@ -84,15 +84,21 @@ async def test_session_close_ends_both_legs(
     peer, session_id = await open_session(gateway, peers)
     await peer.next_event("session.started")
     upstream = upstream_of(gateway, emulator, session_id)
-    peer.send({"type": "session.close", "event_id": "evt_bye"})
-    closed = await peer.next_event("session.closed")
-    assert closed["reason"] == "close_requested"
-    assert closed["session"]["id"] == session_id
-    async with asyncio.timeout(10):
-        await upstream.ended.wait()
-        while state_of(gateway).calls.find(session_id) is not None:
-            await asyncio.sleep(0.05)
+    with structlog.testing.capture_logs() as logs:
+        peer.send({"type": "session.close", "event_id": "evt_bye"})
+        closed = await peer.next_event("session.closed")
+        assert closed["reason"] == "close_requested"
+        assert closed["session"]["id"] == session_id
+        async with asyncio.timeout(10):
+            await upstream.ended.wait()
+            while state_of(gateway).calls.find(session_id) is not None:
+                await asyncio.sleep(0.05)
     await peer.wait_closed(10)
+    # A close the app asked for is a completed session, not an upstream failure, and the
+    # browser gets no farewell error after session.closed.
+    (ended,) = [line for line in logs if line["event"] == "call.ended"]
+    assert (ended["reason"], ended["outcome"]) == ("session_closed", "completed")
+    assert "error" not in peer.types()
 
 
 async def test_hangup_ends_the_session_everywhere(
