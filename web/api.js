@@ -1,4 +1,5 @@
-// The gateway's HTTP API as this page uses it: OpenAI's GA WebRTC flow, plus the demo token.
+// The gateway's HTTP API as this page uses it: OpenAI's GA WebRTC flow with the demo token, or
+// a GPT-Live session the gateway opens for the page.
 
 /** An HTTP error from the gateway, carrying OpenAI's `{error: {message, type, code}}` body. */
 export class ApiError extends Error {
@@ -52,6 +53,21 @@ export async function postOffer(base, token, sdp) {
   });
   const location = response.headers.get("Location") ?? "";
   return { sdp: await response.text(), callId: location.split("/").pop() || null };
+}
+
+/**
+ * Ask the gateway to open a GPT-Live session for this offer. Live has no browser key: the
+ * gateway is the trusted server that creates it, with its own settings. Live answers with JSON
+ * (`{session: {id}, transport: {type: "webrtc", sdp}}`), not SDP and a Location header.
+ */
+export async function postLiveOffer(base, sdp) {
+  const response = await request("live", new URL("/demo/live", base), {
+    method: "POST",
+    body: JSON.stringify({ sdp }),
+    headers: { "Content-Type": "application/json" },
+  });
+  const body = await response.json();
+  return { sdp: body.transport?.sdp, callId: body.session?.id ?? null };
 }
 
 /** End the call server-side; `keepalive` lets it finish while the page unloads. */

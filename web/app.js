@@ -1,11 +1,14 @@
 // The demo page: wires the controls to one call at a time and every event to the views.
+// A call speaks Realtime (the default) or GPT-Live, chosen before Connect.
 import { fetchDemoToken } from "./api.js";
-import { describeError, describeErrorEvent } from "./errors.js";
+import { describeError, describeErrorEvent, describeLiveClosed } from "./errors.js";
 import { openMicrophone } from "./mic.js";
 import { ConnectionFailedError, RealtimeCall } from "./rtc.js";
-import { pushToTalkEnd, pushToTalkStart, sessionUpdate } from "./session.js";
+import { liveMute, pushToTalkEnd, pushToTalkStart, sessionUpdate } from "./session.js";
+import { ApiPicker } from "./ui/apipicker.js";
 import { DevicePicker } from "./ui/devices.js";
 import { EventLog } from "./ui/eventlog.js";
+import { LiveActivity } from "./ui/liveactivity.js";
 import { LevelMeter } from "./ui/meter.js";
 import { PushToTalkButton } from "./ui/pushtotalk.js";
 import { StatsPanel } from "./ui/stats.js";
@@ -16,6 +19,7 @@ import { Transcript } from "./ui/transcript.js";
 const OPEN_TIMEOUT_MS = 15000;
 // Audio still in flight when push-to-talk is released belongs to the turn: keep the mic on briefly.
 const PTT_RELEASE_TAIL_MS = 250;
+const FILTER_EXAMPLES = { realtime: "Filter, e.g. response.", live: "Filter, e.g. session." };
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -25,6 +29,8 @@ const ui = {
   pttMode: $("ptt-mode"),
   ptt: $("ptt"),
   pttHint: $("ptt-hint"),
+  pttOff: $("ptt-off"),
+  filter: $("event-filter"),
   audio: $("remote"),
 };
 const status = new Status({
@@ -48,6 +54,8 @@ const log = new EventLog({
 const stats = new StatsPanel($("stats"));
 const meter = new LevelMeter($("level"), $("level").parentElement);
 const picker = new DevicePicker($("mic"), (deviceId) => switchMicrophone(deviceId));
+const apiPicker = new ApiPicker($("api"), setApi);
+const activity = new LiveActivity(status);
 const pttButton = new PushToTalkButton(ui.ptt, {
   active: () => pushToTalk() && connected(),
   onPress: pttPress,
@@ -55,6 +63,10 @@ const pttButton = new PushToTalkButton(ui.ptt, {
 });
 
 const session = {
+  // "realtime" or "live": what the next call speaks (the picker is locked during a call).
+  api: apiPicker.value,
+  // The push-to-talk switch as the user left it for Realtime; GPT-Live has no push to talk.
+  pushToTalkChoice: false,
   attempt: 0,
   call: null,
   stream: null,
@@ -64,10 +76,12 @@ const session = {
   responseActive: false,
   assistantSpeaking: false,
   lastError: null,
+  closedReason: null,
 };
 
-const pushToTalk = () => ui.pttMode.checked;
+const pushToTalk = () => ui.pttMode.checked && !isLive();
 const connected = () => document.body.dataset.state === "connected";
+const isLive = () => session.api === "live";
 
 function micTrack() {
   return session.stream?.getAudioTracks()[0] ?? null;
@@ -87,9 +101,29 @@ function setControls() {
   ui.connect.disabled = busy;
   ui.disconnect.disabled = !busy;
   ui.mute.disabled = state !== "connected";
+  apiPicker.disabled = busy;
+  ui.pttMode.disabled = isLive();
+  ui.pttOff.hidden = !isLive();
+  // The note says why the switch is off; a hidden note would still be read out if referenced.
+  if (isLive()) ui.pttMode.setAttribute("aria-describedby", "ptt-off");
+  else ui.pttMode.removeAttribute("aria-describedby");
   ui.ptt.hidden = !pushToTalk();
   ui.pttHint.hidden = !pushToTalk();
   ui.ptt.disabled = state !== "connected";
+}
+
+/** Set the page up for the chosen API; only while no call is up (the picker is locked then). */
+function setApi(api) {
+  if (session.call) return;
+  if (api === "live" && !isLive()) {
+    session.pushToTalkChoice = ui.pttMode.checked;
+    ui.pttMode.checked = false;
+  } else if (api !== "live" && isLive()) {
+    ui.pttMode.checked = session.pushToTalkChoice;
+  }
+  session.api = api;
+  ui.filter.placeholder = FILTER_EXAMPLES[api] ?? FILTER_EXAMPLES.realtime;
+  setControls();
 }
 
 function setState(state, label) {
@@ -105,8 +139,10 @@ async function connect() {
   const current = () => attempt === session.attempt;
   status.clearError();
   setState("connecting");
+  const api = session.api;
   try {
-    const token = await fetchDemoToken(location.origin);
+    // GPT-Live has no client secret: the gateway opens the session for the page's offer.
+    const token = api === "live" ? null : await fetchDemoToken(location.origin);
     if (!current()) return;
     const stream = await openMicrophone(picker.value);
     if (!current()) {
@@ -120,7 +156,8 @@ async function connect() {
     applyMicEnabled();
     const call = new RealtimeCall({
       base: location.origin,
-      token: token.value,
+      api,
+      token: token?.value,
       track,
       audioElement: ui.audio,
     });
@@ -142,10 +179,15 @@ async function connect() {
 
 function wire(call) {
   call.addEventListener("open", () => {
+    // A Live session counts as connected at `session.started`: commands wait for it.
+    if (call.api === "live") return;
     call.send(sessionUpdate({ pushToTalk: pushToTalk() }));
     setState("connected");
   });
-  call.addEventListener("server", (e) => onServerEvent(e.detail));
+  call.addEventListener("server", (e) => {
+    if (call === session.call) onServerEvent(e.detail);
+    else afterEnd(e.detail);
+  });
   call.addEventListener("client", (e) => log.add("client", e.detail));
   call.addEventListener("state", (e) => stats.setState(e.detail));
   call.addEventListener("ended", (e) => {
@@ -153,8 +195,9 @@ function wire(call) {
     const { reason, error } = e.detail;
     if (error) fail(error);
     else if (reason === "remote") {
-      // The gateway says why in an error event just before it closes (shutdown, upstream end).
-      const why = session.lastError?.message;
+      // The gateway says why in an error event just before it closes (shutdown, upstream end);
+      // a Live session says why it closed in `session.closed`.
+      const why = session.lastError?.message ?? describeLiveClosed(session.closedReason);
       teardown("ended");
       status.showError("Call ended", why ? `The call ended: ${why}` : "The gateway closed the call.");
     }
@@ -164,6 +207,8 @@ function wire(call) {
 function onServerEvent(event) {
   log.add("server", event);
   transcript.handle(event);
+  stats.noteUsage(event);
+  if (isLive()) activity.handle(event);
   switch (event.type) {
     case "output_audio_buffer.started":
       session.assistantSpeaking = true;
@@ -191,7 +236,21 @@ function onServerEvent(event) {
       session.lastError = event.error ?? null;
       status.showError(...describeErrorEvent(event));
       break;
+    case "session.started":
+      if (!isLive() || document.body.dataset.state !== "connecting") break;
+      setState("connected");
+      if (session.muted) session.call.send(liveMute(true));
+      break;
+    case "session.closed":
+      session.closedReason = event.reason ?? null;
+      break;
   }
+}
+
+/** What arrives while a call the page ended says goodbye (Live's `session.closed`): logged. */
+function afterEnd(event) {
+  log.add("server", event);
+  if (event.type === "session.closed") stats.noteUsage(event);
 }
 
 function fail(err) {
@@ -221,8 +280,10 @@ function teardown(state) {
   session.responseActive = false;
   session.assistantSpeaking = false;
   session.lastError = null;
+  session.closedReason = null;
   ui.audio.srcObject = null;
   transcript.endCall();
+  activity.reset();
   status.setListening(false);
   setState(state);
 }
@@ -246,7 +307,10 @@ function toggleMute() {
   session.muted = !session.muted;
   ui.mute.setAttribute("aria-pressed", String(session.muted));
   ui.mute.textContent = session.muted ? "Unmute" : "Mute";
+  // The track is disabled either way, so no audio leaves the page; a Live session is also told,
+  // and answers `session.input_audio.muted`/`.unmuted`.
   applyMicEnabled();
+  if (isLive()) session.call?.send(liveMute(session.muted));
 }
 
 function setPushToTalk() {
@@ -280,13 +344,16 @@ $("transcript-clear").addEventListener("click", () => transcript.clear());
 $("events-clear").addEventListener("click", () => log.clear());
 window.addEventListener("pagehide", () => session.call?.close("unload"));
 
-setControls();
+setApi(session.api);
 picker.refresh();
 
 // A handle for the browser console (and the tests): the live call and a way to send events.
 window.realtimeDemo = {
   get call() {
     return session.call;
+  },
+  get api() {
+    return session.api;
   },
   send: (event) => session.call?.send(event) ?? false,
 };

@@ -36,6 +36,14 @@ function fromApi(err) {
         "to mint client secrets instead.",
     ];
   }
+  if (err.step === "live" && err.status === 404) {
+    return [
+      "Demo disabled",
+      "This gateway does not open demo sessions (GATEWAY_DEMO is off). Create GPT-Live " +
+        "sessions from your app's backend with the gateway key instead.",
+    ];
+  }
+  if (err.code === "demo_local_only") return ["Demo only on this machine", detail];
   if (err.status === 401) {
     const expired = err.code === "expired_client_secret";
     return [
@@ -48,8 +56,9 @@ function fromApi(err) {
   if (err.status === 429) return ["Upstream rate limit", detail];
   if (err.status === 503) return ["Gateway busy", detail];
   // The gateway's own message already says what the upstream did (failed, timed out, refused).
-  if (err.step === "call" && err.status >= 500) return ["Upstream error", detail];
-  if (err.step === "call" && err.status === 400) return ["Call refused", detail];
+  const calling = err.step === "call" || err.step === "live";
+  if (calling && err.status >= 500) return ["Upstream error", detail];
+  if (calling && err.status === 400) return ["Call refused", detail];
   return ["Request failed", `${detail} (HTTP ${err.status})`];
 }
 
@@ -79,4 +88,19 @@ export function describeErrorEvent(event) {
   const error = event.error ?? {};
   const code = error.code ? ` (${error.code})` : "";
   return ["Upstream error", `${error.message || "The upstream reported an error."}${code}`];
+}
+
+// Why a GPT-Live session ended (`session.closed.reason`), when the page did not end it.
+const LIVE_CLOSE_REASONS = {
+  expired: "the session reached its time limit.",
+  content: "a safety filter ended the session.",
+  remote_hangup: "the session was hung up.",
+  connection_lost: "the connection to the model was lost.",
+  close_requested: "the session was closed.",
+};
+
+/** A sentence's end for `session.closed`'s reason, or null without one. */
+export function describeLiveClosed(reason) {
+  if (!reason) return null;
+  return LIVE_CLOSE_REASONS[reason] ?? `the session closed (${reason}).`;
 }

@@ -1,4 +1,6 @@
-// One call: the peer connection, the `oai-events` channel, and the SDP exchange with the gateway.
+// One call: the peer connection, the `oai-events` channel, and the SDP exchange with the gateway,
+// for either API the page speaks: Realtime (client secret, SDP in and out) or GPT-Live (a
+// session the gateway opens for the page, JSON in and out).
 //
 // Events dispatched (all CustomEvent, details in `detail`):
 //   "server"  a server event arrived                      detail: the parsed event
@@ -6,10 +8,13 @@
 //   "state"   the peer connection state changed           detail: RTCPeerConnectionState
 //   "open"    the data channel opened (events can flow)
 //   "ended"   the call is over, whoever ended it          detail: {reason, error?}
-import { hangup, postOffer } from "./api.js";
+// Server events that arrive while an ended call is still telling the gateway (below) are
+// still dispatched, after "ended".
+import { hangup, postLiveOffer, postOffer } from "./api.js";
 
-// A hangup normally takes milliseconds; past this the peer is closed anyway.
-const HANGUP_WAIT_MS = 2000;
+// Telling the gateway normally takes milliseconds (a hangup answered, or Live's
+// `session.closed`); past this the peer is closed anyway.
+const END_WAIT_MS = 2000;
 
 export class ConnectionFailedError extends Error {
   constructor(message) {
@@ -19,9 +24,11 @@ export class ConnectionFailedError extends Error {
 }
 
 export class RealtimeCall extends EventTarget {
-  constructor({ base, token, track, audioElement }) {
+  /** `api` is "realtime" (needs `token`, a client secret) or "live" (needs none). */
+  constructor({ base, api = "realtime", token = null, track, audioElement }) {
     super();
     this.base = base;
+    this.api = api;
     this.token = token;
     this.track = track;
     this.audioElement = audioElement;
@@ -29,9 +36,10 @@ export class RealtimeCall extends EventTarget {
     this.channel = null;
     this.callId = null;
     this.ended = false;
+    this.peerClosed = false;
   }
 
-  /** The GA flow of OpenAI's WebRTC guide, with the gateway as the URL. */
+  /** The flow of OpenAI's WebRTC guides, with the gateway as the URL. */
   async open() {
     const pc = new RTCPeerConnection();
     this.pc = pc;
@@ -48,7 +56,11 @@ export class RealtimeCall extends EventTarget {
 
     // No waiting for ICE gathering: the offer goes out at once, as OpenAI's clients do.
     await pc.setLocalDescription(await pc.createOffer());
-    const answer = await postOffer(this.base, this.token, pc.localDescription.sdp);
+    const sdp = pc.localDescription.sdp;
+    const answer =
+      this.api === "live"
+        ? await postLiveOffer(this.base, sdp)
+        : await postOffer(this.base, this.token, sdp);
     this.callId = answer.callId;
     if (this.ended) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
@@ -73,18 +85,34 @@ export class RealtimeCall extends EventTarget {
   }
 
   /**
-   * End the call; safe to call more than once. The gateway is told first (hangup) and the peer
-   * closed once it answered, so the hangup never races the gateway noticing the closed peer.
-   * On page unload there is no time to wait: both go at once.
+   * End the call; safe to call more than once. The gateway is told first and the peer closed
+   * once it answered, so the ending never races the gateway noticing the closed peer: a
+   * Realtime call is hung up; a Live session gets `session.close`, and the peer stays up until
+   * `session.closed` arrives. On page unload there is no time to wait: both go at once.
    */
   close(reason = "user") {
     if (this.ended) return;
-    const ending = this.callId ? hangup(this.base, this.token, this.callId) : null;
+    const ending = this.#tellGateway();
     this.#end(reason, undefined, ending && reason !== "unload" ? ending : null);
   }
 
+  #tellGateway() {
+    if (this.api === "live") {
+      return this.send({ type: "session.close" }) ? this.#next("session.closed") : null;
+    }
+    return this.callId ? hangup(this.base, this.token, this.callId) : null;
+  }
+
+  /** Resolves when a server event of `type` arrives, or the channel closes. */
+  #next(type) {
+    return new Promise((resolve) => {
+      this.addEventListener("server", (e) => e.detail?.type === type && resolve());
+      this.channel?.addEventListener("close", () => resolve(), { once: true });
+    });
+  }
+
   #onMessage(data) {
-    if (this.ended) return;
+    if (this.peerClosed) return;
     let event;
     try {
       event = JSON.parse(data);
@@ -108,11 +136,12 @@ export class RealtimeCall extends EventTarget {
     this.ended = true;
     const pc = this.pc;
     const closePeer = () => {
+      this.peerClosed = true;
       this.channel?.close();
       pc?.close();
     };
     if (closeAfter) {
-      const bounded = new Promise((resolve) => setTimeout(resolve, HANGUP_WAIT_MS));
+      const bounded = new Promise((resolve) => setTimeout(resolve, END_WAIT_MS));
       Promise.race([closeAfter, bounded]).finally(closePeer);
     } else {
       closePeer();

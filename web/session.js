@@ -1,4 +1,5 @@
-// What the page asks of the Realtime session, as client events (protocol.md §4).
+// What the page asks of the session, as client events: Realtime's (protocol.md §4), and the
+// one GPT-Live command it sends besides `session.close` (rtc.js).
 
 const TRANSCRIPTION = { model: "gpt-4o-mini-transcribe" };
 const SERVER_VAD = { type: "server_vad", create_response: true, interrupt_response: true };
@@ -32,4 +33,9 @@ export function pushToTalkStart({ responseActive, assistantSpeaking }) {
 /** Released: what was said since the press becomes a turn, and the model answers it. */
 export function pushToTalkEnd() {
   return [{ type: "input_audio_buffer.commit" }, { type: "response.create" }];
+}
+
+/** GPT-Live's mute: the session stops listening (and says so: `session.input_audio.muted`). */
+export function liveMute(muted) {
+  return { type: muted ? "session.input_audio.mute" : "session.input_audio.unmute" };
 }

@@ -40,14 +40,17 @@ async def end(call: Call) -> EndReason:
         await asyncio.gather(*waits, return_exceptions=True)
     first = next(iter(done))
     which = waits[first]
-    if which == "browser":
-        return EndReason.of_leg("browser", call.browser.end_reason)
-    if which == "upstream":
+    if which in ("browser", "upstream"):
+        # A Live session that said it closed ends either way: the upstream hangs up, or the
+        # browser, having heard session.closed, closes its peer first.
         closed = call.pipeline.stats.session_closed
         if closed == "close_requested":
             return EndReason.SESSION_CLOSED
         if closed == "expired":
             return EndReason.SESSION_EXPIRED
+    if which == "browser":
+        return EndReason.of_leg("browser", call.browser.end_reason)
+    if which == "upstream":
         return EndReason.of_leg("upstream", call.upstream.end_reason)
     if which == "liveness":
         result = first.result()

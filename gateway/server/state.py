@@ -71,7 +71,7 @@ class GatewayState:
         wait = await self.stores.rates.hit("demo_ip", ip or "unknown", limit)
         if wait is not None:
             raise RateLimited(
-                f"Too many demo secrets from this address: at most {limit} a minute. Retry later.",
+                f"Too many demo calls from this address: at most {limit} a minute. Retry later.",
                 retry_after=max(1, round(wait)),
             )
 

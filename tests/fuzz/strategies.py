@@ -101,7 +101,14 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("GET", "/metrics"),
     ("GET", "/"),
     ("POST", "/demo/token"),
+    ("POST", "/demo/live"),
     ("GET", "/static/{file}"),
+    ("POST", "/v1/live/sessions"),
+    ("POST", "/v1/live/sessions/{call_id}/hangup"),
+    ("POST", "/v1/live/sessions/{call_id}/fork"),
+    ("GET", "/v1/live/sessions/{call_id}/attach"),
+    ("GET", "/v1/live/sessions/{call_id}/content"),
+    ("GET", "/v1/realtime/calls/{call_id}/content"),
 )
 # Not ours: OpenAI paths the gateway does not serve, and the usual scanner targets.
 NOT_OURS: tuple[tuple[str, str], ...] = (

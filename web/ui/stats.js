@@ -37,12 +37,15 @@ export class StatsPanel {
     for (const dd of root.querySelectorAll("[data-stat]")) this.cells[dd.dataset.stat] = dd;
     this.timer = null;
     this.call = null;
+    this.tokens = 0;
   }
 
   start(call) {
     this.stop();
     this.call = call;
     this.#set("call", call.callId ?? "—");
+    this.tokens = 0;
+    this.#set("usage", "—");
     this.timer = setInterval(() => this.#refresh(), INTERVAL_MS);
     this.#refresh();
   }
@@ -51,6 +54,22 @@ export class StatsPanel {
     clearInterval(this.timer);
     this.timer = null;
     this.call = null;
+  }
+
+  /**
+   * Usage as the server reports it: GPT-Live's seconds (`session.usage.updated` is cumulative,
+   * and `session.closed` has the final figure), or Realtime's tokens summed over responses.
+   */
+  noteUsage(event) {
+    if (event.type === "session.usage.updated" || event.type === "session.closed") {
+      const seconds = event.usage?.seconds;
+      if (Number.isFinite(seconds)) this.#set("usage", `${seconds.toFixed(1)} s`);
+    } else if (event.type === "response.done") {
+      const tokens = event.response?.usage?.total_tokens;
+      if (!Number.isFinite(tokens)) return;
+      this.tokens += tokens;
+      this.#set("usage", `${num(this.tokens)} tokens`);
+    }
   }
 
   setState(state) {

@@ -38,7 +38,8 @@ export class Status {
     this.#updateOrbLabel();
   }
 
-  /** Whether the user is talking, as the server's turn detection hears it. */
+  /** Whether the user is talking: as the server's turn detection hears it (Realtime), or as
+   * the timing of GPT-Live's transcripts says (ui/liveactivity.js). */
   setListening(listening) {
     this.orb.dataset.listening = String(listening);
     this.#updateOrbLabel();

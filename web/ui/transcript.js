@@ -4,8 +4,16 @@
 // answer it causes) and fills in when the transcription arrives. An assistant line grows with
 // each transcript delta and is marked when the user cut it off: the server truncates the item
 // (`conversation.item.truncated`), clears the output audio, or cancels the response.
+//
+// GPT-Live has no items, no done events and no responses: its transcripts are bare deltas timed
+// from the session's start (`start_ms`/`end_ms`), so there a turn is one side's deltas until
+// the other side speaks.
 
 const USER_PENDING = "…";
+// Between two deltas of one Live turn, a gap this long (ms) is a pause: the texts get a space.
+const LIVE_PAUSE_MS = 500;
+// A Live answer has no end event: its cursor goes once no delta came for this long (ms).
+const LIVE_QUIET_MS = 1500;
 
 export class Transcript {
   constructor(list, empty) {
@@ -29,7 +37,11 @@ export class Transcript {
       "conversation.item.truncated": (e) => this.#interrupt(this.lines.get(e.item_id)),
       "output_audio_buffer.cleared": (e) => this.#interruptResponse(e.response_id),
       "response.done": (e) => this.#responseDone(e.response),
+      "session.input_transcript.delta": (e) => this.#liveDelta("user", e),
+      "session.output_transcript.delta": (e) => this.#liveDelta("assistant", e),
     };
+    this.liveTurn = null;
+    this.liveQuiet = null;
   }
 
   /** Feed one server event; events that do not touch the transcript are ignored. */
@@ -48,6 +60,8 @@ export class Transcript {
     for (const li of lines(".line.streaming")) li.classList.remove("streaming");
     this.lines.clear();
     this.byResponse.clear();
+    this.liveTurn = null;
+    clearTimeout(this.liveQuiet);
     this.#update();
   }
 
@@ -55,6 +69,8 @@ export class Transcript {
     this.list.replaceChildren();
     this.lines.clear();
     this.byResponse.clear();
+    this.liveTurn = null;
+    clearTimeout(this.liveQuiet);
     this.#update();
   }
 
@@ -131,6 +147,25 @@ export class Transcript {
       this.byResponse.set(e.response_id, lines);
     }
     return line;
+  }
+
+  /** A Live transcript delta: the current turn grows, or the other side's turn begins. */
+  #liveDelta(role, e) {
+    let turn = this.liveTurn;
+    if (turn?.role !== role) {
+      turn?.line.li.classList.remove("streaming");
+      turn = this.liveTurn = { role, line: this.#line(null, role), endMs: null };
+    }
+    const delta = e.delta ?? "";
+    let text = turn.line.text.textContent;
+    const paused = turn.endMs !== null && e.start_ms - turn.endMs >= LIVE_PAUSE_MS;
+    if (paused && text && !/\s$/.test(text) && !/^\s/.test(delta)) text += " ";
+    if (Number.isFinite(e.end_ms)) turn.endMs = e.end_ms;
+    this.#write(turn.line, text + delta);
+    if (role !== "assistant") return;
+    turn.line.li.classList.add("streaming");
+    clearTimeout(this.liveQuiet);
+    this.liveQuiet = setTimeout(() => turn.line.li.classList.remove("streaming"), LIVE_QUIET_MS);
   }
 
   #interruptResponse(responseId) {
