@@ -24,6 +24,7 @@ from gateway.rtc import compat, guard
 from gateway.server import (
     demo,
     live,
+    live_content,
     live_sideband,
     probes,
     realtime,
@@ -131,6 +132,7 @@ def create_app(
     realtime.add_routes(app)
     live.add_routes(app)
     live_sideband.add_routes(app)
+    live_content.add_routes(app)
     sideband.add_routes(app)
     recordings.add_routes(app)
     probes.add_routes(app)

@@ -70,17 +70,26 @@ async def content(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
             path, headers={"Content-Type": "audio/ogg", "Cache-Control": "private, no-store"}
         )
+    return await from_holder(request, state, call_id, _no_recording(call_id), f"call '{call_id}'")
+
+
+async def from_holder(
+    request: web.Request, state: GatewayState, call_id: str, missing: NotFound, what: str
+) -> web.StreamResponse:
+    """The answer of the process holding ``call_id``'s recording, forwarded and streamed back;
+    raises ``missing`` when no other process holds it, and :class:`Unavailable` when the one
+    that does is not running (``what`` names the recording's call in that message)."""
     forwarder = state.forwarder
     if forwarder is None or not state.stores.shared or forwarder.is_forwarded(request):
-        raise _no_recording(call_id)
+        raise missing
     holder = await state.stores.recordings.locate(call_id)
     if holder is None or holder == state.calls.node.name:
-        raise _no_recording(call_id)
+        raise missing
     address = next((n.address for n in await state.stores.nodes.nodes() if n.name == holder), None)
     if not address:
         log.warning("recording.holder_gone", call_id=call_id, node=holder)
         raise Unavailable(
-            f"The recording of call '{call_id}' is kept by a gateway process that is not "
+            f"The recording of {what} is kept by a gateway process that is not "
             "running now. Retry once it is back.",
             retry_after=30,
         )
