@@ -39,6 +39,7 @@ from gateway.protocol.live import LiveGate, live_error_event
 from gateway.recording import CallRecorder
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
+from gateway.tools.live import LiveToolCoordinator
 from gateway.transcripts import TranscriptBuilder, TranscriptWriter
 from gateway.types import Event, Message, Reply
 
@@ -112,7 +113,7 @@ class EventPipeline:
         metrics: Metrics,
         policy: ClientPolicy,
         hooks: Hooks,
-        tools: ToolCoordinator | None,
+        tools: ToolCoordinator | LiveToolCoordinator | None,
         transcript: TranscriptWriter | None,
         to_browser: Reply,
         recorder: CallRecorder | None = None,
@@ -160,7 +161,7 @@ class EventPipeline:
         original = event
         self._metrics.event_relayed("client", event["type"], len(message))
         if self._live is not None:
-            return await self._live_client_event(event, message, reply, trusted)
+            return await self._live_client_event(event, original, message, reply, trusted)
         if self._beta:
             event = beta.client_event_to_ga(event)
         decision = self._policy.check(event, len(message), current_session=self.session)
@@ -194,7 +195,7 @@ class EventPipeline:
         return message if event is original else encode_event(event)
 
     async def _live_client_event(
-        self, event: Event, message: Message, reply: Reply | None, trusted: bool
+        self, event: Event, original: Event, message: Message, reply: Reply | None, trusted: bool
     ) -> Message | None:
         assert self._live is not None
         try:
@@ -208,9 +209,14 @@ class EventPipeline:
             hooked = await self._hooks.client_event(self.info, event)
             if hooked is None:
                 return None
-            if hooked is not event:
-                return encode_event(hooked)
-        return message
+            event = hooked
+        if isinstance(self.tools, LiveToolCoordinator):
+            try:
+                event = self.tools.client_event(event)
+            except GatewayError as exc:
+                self.reject(exc, event, reply)
+                return None
+        return message if event is original else encode_event(event)
 
     # -- upstream → browser -------------------------------------------------------------------
 
@@ -285,10 +291,18 @@ class EventPipeline:
         if self._live_turns is not None:
             for record in self._live_turns.feed(event):
                 self._write_record(record)
+        live_tools = self.tools if isinstance(self.tools, LiveToolCoordinator) else None
+        # Every event, before the frontend's allow-lists: a server call runs whoever may see it.
+        if live_tools is not None and live_tools.server_event(event) is None:
+            return None
         shown = self._live.server(event)
         if not shown:
             return None
         first, *rest = shown
+        if live_tools is not None:
+            # The browser's copy only: the gate's replay for a sideband (trusted, as OpenAI
+            # sends it everything) keeps the session as the upstream reported it.
+            first = live_tools.shown(first)
         self._followups += [encode_event(extra) for extra in rest]
         if self._hooks.wants_server_events:
             hooked = await self._hooks.server_event(self.info, first)

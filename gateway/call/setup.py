@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,16 +23,18 @@ from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
 from gateway.policy import ClientPolicy, PolicyConfig
 from gateway.protocol.events import encode_event
+from gateway.protocol.live import delegates_to_responses
 from gateway.protocol.sdp import inspect_offer
 from gateway.recording import CallRecorder, Recordings
 from gateway.rtc.ice import PortUsage
 from gateway.rtc.media import MediaMode, MediaPath, choose_codec
 from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Peer
 from gateway.tasks import TaskSet
-from gateway.tools import ToolRegistry, run_tool
-from gateway.tools.coordinator import ToolCoordinator
+from gateway.tools import Tool, ToolRegistry, ToolResult, run_tool
+from gateway.tools.coordinator import ServerCall, ToolCoordinator
+from gateway.tools.live import LiveToolCoordinator
 from gateway.transcripts import TranscriptWriter
-from gateway.types import Reply
+from gateway.types import Event, Reply
 from gateway.upstream.base import Upstream, UpstreamFactory
 
 if TYPE_CHECKING:
@@ -211,16 +214,24 @@ def make_pipeline(
         else None
     )
     pipeline_ref: list[EventPipeline] = []
-    tools = None
-    # Server tools speak Realtime's function calls; a Live session relays its own.
+    tools: ToolCoordinator | LiveToolCoordinator | None = None
+    timeout = services.tool_timeout
+
+    def runner(tool: Tool, arguments: str) -> Coroutine[Any, Any, ToolResult]:
+        return run_tool(tool, arguments, default_timeout=timeout)
+
+    def on_result(call: ServerCall, result: ToolResult) -> None:
+        pipeline_ref[0].tool_finished(call, result)
+
+    def send(event: Event) -> None:
+        upstream.send(encode_event(event))
+
+    # A Live model calls functions only through its Responses delegate (its delegation type
+    # is fixed at creation); other Live sessions have no calls to run.
     if len(services.tools) > 0 and request.dialect != "live":
-        timeout = services.tool_timeout
-        tools = ToolCoordinator(
-            services.tools,
-            lambda event: upstream.send(encode_event(event)),
-            runner=lambda tool, args: run_tool(tool, args, default_timeout=timeout),
-            on_result=lambda call, result: pipeline_ref[0].tool_finished(call, result),
-        )
+        tools = ToolCoordinator(services.tools, send, runner=runner, on_result=on_result)
+    elif len(services.tools) > 0 and delegates_to_responses(request.session):
+        tools = LiveToolCoordinator(services.tools, send, runner=runner, on_result=on_result)
     pipeline = EventPipeline(
         info=info,
         dialect=request.dialect,

@@ -5,7 +5,9 @@ Pure: no I/O; the clock is injected. It plays the same part for a Live session t
 event set (``../shared/live-protocol.md`` §2-4): ``session.started`` first, transcripts as
 ``session.{input,output}_transcript.delta`` with ``start_ms``/``end_ms`` from the session's
 start, cumulative ``session.usage.updated``, no turn or response lifecycle, and
-``session.close`` answered by ``session.closed`` before the session ends.
+``session.close`` answered by ``session.closed`` before the session ends. Under Responses
+delegation, ``response.item.create`` and ``response.create`` drive the delegate
+(:mod:`gateway.emulator.delegation`), whose text answers the Live model then speaks.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gateway.emulator import session as sess
+from gateway.emulator.audio import spoken_tones
 from gateway.emulator.conversation import Effects
+from gateway.emulator.delegation import DelegatedStream, ResponsesDelegate, responses_config
 from gateway.emulator.errors import InvalidRequest, OpenAIError
 from gateway.emulator.items import event
-from gateway.emulator.responses import Response, plan
+from gateway.emulator.responses import Response, _chunks, plan
 from gateway.emulator.turns import InputTurns, TurnEnded, TurnStarted
 from gateway.emulator.vad import Samples, VadConfig
 from gateway.errors import InvalidRequest as GatewayInvalidRequest
@@ -52,6 +56,21 @@ class LiveResponse(Response):
             start_ms=start,
             end_ms=self.start_ms + round(step * self.sent),
         )
+
+
+@dataclass
+class DelegatedResponse(Response):
+    """A Responses stream under delegation, paced as a response's deltas are: ``chunks``
+    only counts them, the events themselves are the stream's."""
+
+    stream: DelegatedStream | None = None
+
+    def delta_event(self) -> Event | None:
+        if self.stream is None or self.sent >= len(self.stream.deltas):
+            return None
+        delta = self.stream.deltas[self.sent]
+        self.sent += 1
+        return delta
 
 
 def _converted(error: GatewayInvalidRequest) -> InvalidRequest:
@@ -105,6 +124,7 @@ class LiveConversation:
         self.closed = False
         self.active: LiveResponse | None = None
         self.playing: LiveResponse | None = None
+        self.delegate = ResponsesDelegate()
         self._handlers: dict[str, Callable[[Event], Effects]] = {
             "session.update": self._update,
             "session.input_audio.mute": lambda e: self._mute(e, True),
@@ -112,8 +132,8 @@ class LiveConversation:
             "session.instructions.append": lambda e: self._append(e, "instructions"),
             "session.thinking.append": lambda e: self._append(e, "thinking"),
             "session.commentary.append": lambda e: self._append(e, "commentary"),
-            "response.create": self._responses_only,
-            "response.item.create": self._responses_only,
+            "response.create": self._response_create,
+            "response.item.create": self._response_item_create,
             "session.close": self._close,
         }
 
@@ -171,6 +191,8 @@ class LiveConversation:
         return None
 
     def complete(self, response: Response) -> Effects:
+        if isinstance(response, DelegatedResponse) and response.stream is not None:
+            return self._delegation_done(response.stream)
         if self.active is response:
             self.active = None
         return Effects()
@@ -271,16 +293,61 @@ class LiveConversation:
         now = self._ms()
         return Effects([event(f"session.{what}.appended", start_ms=now, end_ms=now)])
 
-    def _responses_only(self, client_event: Event) -> Effects:
+    def _responses_only(self, client_event: Event) -> None:
         if self.session["delegation"].get("type") != "responses":
             raise InvalidRequest(
                 f"{client_event['type']!r} needs a session with Responses delegation.",
                 code="invalid_delegation",
                 param="type",
             )
-        raise InvalidRequest(
-            "The emulator does not run Responses delegation.", code="unsupported", param="type"
+
+    def _response_item_create(self, client_event: Event) -> Effects:
+        self._responses_only(client_event)
+        self.delegate.add_item(client_event.get("item"))
+        return Effects()  # Live acknowledges an added item only with errors
+
+    def _response_create(self, client_event: Event) -> Effects:
+        self._responses_only(client_event)
+        stream = self.delegate.respond(responses_config(self.session), offset_ms=self._ms())
+        placeholder = sess.new_id("resp_")
+        response = DelegatedResponse(
+            id=placeholder,
+            kind="text",
+            text="",
+            modalities=["text"],
+            voice=None,
+            metadata=None,
+            conversation_id=None,
+            item={},
+            chunks=[""] * len(stream.deltas),
+            stream=stream,
         )
+        return Effects(list(stream.opening), start=response)
+
+    def _delegation_done(self, stream: DelegatedStream) -> Effects:
+        """The stream's last events; the Live model then speaks the delegate's answer."""
+        self.delegate.finished(stream)
+        fx = Effects(list(stream.closing))
+        if stream.answer is None or self.closed:
+            return fx
+        spoken = LiveResponse(
+            id=sess.new_id("resp_"),
+            kind="audio",
+            text=stream.answer,
+            modalities=["audio"],
+            voice=self.session["audio"]["output"]["voice"],
+            metadata=None,
+            conversation_id=None,
+            item={},
+            clip=spoken_tones(stream.answer),
+            chunks=_chunks(stream.answer),
+            start_ms=self._ms(),
+        )
+        if self.playing is not None:
+            fx.stop_playback = True
+        self.active = self.playing = spoken
+        fx.start = fx.play = spoken
+        return fx
 
     def _close(self, client_event: Event) -> Effects:
         return Effects(self.closed_events("close_requested"), end="close_requested")

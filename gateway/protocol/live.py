@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -415,10 +415,69 @@ class LiveGate:
         return out
 
 
-def upstream_session(app_session: Mapping[str, Any]) -> dict[str, Any]:
+def delegates_to_responses(session: Mapping[str, Any]) -> bool:
+    """Whether the session's delegation is ``responses``: the only one whose model calls
+    functions (``delegation.responses.tools``)."""
+    delegation = session.get("delegation")
+    return isinstance(delegation, Mapping) and delegation.get("type") == "responses"
+
+
+def with_server_tools(
+    session: Mapping[str, Any], server_tools: Sequence[Mapping[str, Any]], *, param: str
+) -> dict[str, Any]:
+    """``session`` (a session or a ``session.update``'s patch; a copy) with ``server_tools``
+    after the app's own in ``delegation.responses.tools`` when it delegates to Responses;
+    unchanged otherwise. An app's tool with a server tool's name is refused
+    (``tool_name_reserved``): the delegate could not tell the two apart."""
+    merged = copy.deepcopy(dict(session))
+    if not server_tools or not delegates_to_responses(merged):
+        return merged
+    delegation = merged["delegation"]
+    responses = delegation.get("responses")
+    if not isinstance(responses, dict):
+        return merged  # not a Responses config: the upstream's to refuse
+    current = responses.get("tools")
+    if current is not None and not isinstance(current, list):
+        return merged
+    app_tools = list(current or [])
+    reserved = {str(t.get("name")) for t in server_tools}
+    for index, entry in enumerate(app_tools):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and name in reserved:
+            raise InvalidRequest(
+                f"The tool name '{name[:100]}' is reserved by this gateway's server-side "
+                "tools; rename the app's tool.",
+                code="tool_name_reserved",
+                param=f"{param}.delegation.responses.tools[{index}].name",
+            )
+    responses["tools"] = app_tools + [copy.deepcopy(dict(t)) for t in server_tools]
+    return merged
+
+
+def without_tools(session: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """``session`` with the function tools called ``names`` left out of
+    ``delegation.responses.tools`` (the session a browser is shown); ``session`` itself if it
+    lists none of them."""
+    tools = session.get("delegation")
+    for key in ("responses", "tools"):
+        tools = tools.get(key) if isinstance(tools, Mapping) else None
+    if not isinstance(tools, list):
+        return dict(session)
+    kept = [t for t in tools if not (isinstance(t, Mapping) and t.get("name") in names)]
+    if len(kept) == len(tools):
+        return dict(session)
+    delegation = dict(session["delegation"])
+    delegation["responses"] = {**delegation["responses"], "tools": kept}
+    return {**session, "delegation": delegation}
+
+
+def upstream_session(
+    app_session: Mapping[str, Any], server_tools: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """The session the gateway creates upstream: the app's, its frontend left unrestricted
-    (the gateway restricts the browser itself, :class:`LiveGate`)."""
-    session = copy.deepcopy(dict(app_session))
+    (the gateway restricts the browser itself, :class:`LiveGate`), and the gateway's server
+    tools declared to its Responses delegate (:func:`with_server_tools`)."""
+    session = with_server_tools(app_session, server_tools, param="session")
     client = session.get("client")
     if isinstance(client, dict):
         client.pop("data_channel", None)

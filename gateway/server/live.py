@@ -49,6 +49,12 @@ async def start_session(
     upstreams = state.live_upstreams
     if upstreams is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
+    # Before anything is opened: an app tool named like a server tool is a 400.
+    try:
+        asked = live.upstream_session(created.session, state.services.tools.definitions())
+    except GatewayError:
+        state.metrics.call_rejected()
+        raise
     session_id = new_live_session_id()
     structlog.contextvars.bind_contextvars(call_id=session_id)
     state.pending += 1
@@ -58,7 +64,7 @@ async def start_session(
             CallRequest(
                 offer_sdp=created.sdp,
                 session=created.session,
-                upstream_session=live.upstream_session(created.session),
+                upstream_session=asked,
                 dialect="live",
             ),
             upstreams=upstreams,
