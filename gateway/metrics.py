@@ -100,6 +100,12 @@ class Metrics:
         self._sessions = Counter(
             f"{PREFIX}_sessions", "Calls ended, by outcome.", ["outcome"], registry=r
         )
+        self._started = Counter(
+            f"{PREFIX}_calls_started",
+            "Calls started, by the API the app speaks (ga, beta: Realtime; live: GPT-Live).",
+            ["dialect"],
+            registry=r,
+        )
         self._duration = Histogram(
             f"{PREFIX}_session_duration_seconds",
             "How long calls lasted.",
@@ -201,6 +207,8 @@ class Metrics:
         r.register(_JitterCollector(lambda: self._live_jitter()))
         for outcome in OUTCOMES:
             self._sessions.labels(outcome)
+        for dialect in ("ga", "beta", "live"):
+            self._started.labels(dialect)
         for kind in TOKEN_KINDS:
             self._tokens.labels(kind)
         for leg in LEGS:
@@ -213,8 +221,9 @@ class Metrics:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def call_started(self) -> None:
+    def call_started(self, dialect: str = "ga") -> None:
         self._active.inc()
+        self._started.labels(dialect).inc()
 
     def call_ended(
         self,

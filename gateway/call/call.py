@@ -143,7 +143,7 @@ class Call:
     # -- running -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.metrics.call_started()
+        self.metrics.call_started(self.dialect)
         self.metrics.setup_stage("upstream_sdp", self.upstream.exchange_seconds)
         self.metrics.setup_stage("answer", time.monotonic() - self.created_at)
         log.info(

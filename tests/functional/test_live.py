@@ -318,6 +318,8 @@ async def test_a_live_sessions_transcript_usage_and_end_are_reported(
         if line.startswith("realtime_gateway_voice_seconds_total ")
     ]
     assert counted and counted[0] == ended[0]["voice_seconds"]  # counted once, not summed
+    assert 'realtime_gateway_calls_started_total{dialect="live"} 1.0' in metrics
+    assert 'realtime_gateway_calls_started_total{dialect="ga"} 0.0' in metrics
 
     (path,) = list(tmp_path.glob("*.jsonl"))
     records = [json.loads(line) for line in path.read_text().splitlines()]
