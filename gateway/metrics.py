@@ -271,7 +271,11 @@ class Metrics:
 
     def usage(self, usage: Mapping[str, Any]) -> None:
         """Count the tokens of one ``response.done`` usage object."""
-        for kind, value in tokens_by_kind(usage).items():
+        self.tokens(tokens_by_kind(usage))
+
+    def tokens(self, by_kind: Mapping[str, int]) -> None:
+        """Count tokens already sorted by billing kind."""
+        for kind, value in by_kind.items():
             if value:
                 self._tokens.labels(kind).inc(value)
 
@@ -335,4 +339,22 @@ def tokens_by_kind(usage: Mapping[str, Any]) -> dict[str, int]:
         "input_cached": num(inp.get("cached_tokens")),
         "output_text": num(out.get("text_tokens")),
         "output_audio": num(out.get("audio_tokens")),
+    }
+
+
+def responses_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
+    """A Responses API ``usage`` (a Live session's delegate) → tokens per billing kind: its
+    input and output are text; cached input is a part of the input, as in Realtime's."""
+
+    def num(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return {
+        "input_text": num(usage.get("input_tokens")),
+        "input_audio": 0,
+        "input_cached": num(cached),
+        "output_text": num(usage.get("output_tokens")),
+        "output_audio": 0,
     }

@@ -24,7 +24,7 @@ import structlog
 
 from gateway.errors import GatewayError
 from gateway.hooks import CallInfo, Hooks
-from gateway.metrics import Metrics, tokens_by_kind
+from gateway.metrics import Metrics, responses_tokens, tokens_by_kind
 from gateway.policy import ClientPolicy
 from gateway.protocol import beta
 from gateway.protocol.catalog import label_for
@@ -45,6 +45,8 @@ from gateway.types import Event, Message, Reply
 
 log = structlog.get_logger(__name__)
 
+# The Responses stream events that end a delegate's response (and carry its usage).
+_RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Seconds a call's end waits for its transcript to reach the disk.
 TRANSCRIPT_CLOSE_TIMEOUT = 5.0
 
@@ -283,6 +285,8 @@ class EventPipeline:
             event.get("session"), dict
         ):
             self.session = event["session"]
+        elif kind == "response.event":
+            self._count_delegate_usage(event.get("event"))
         elif kind in ("session.usage.updated", "session.closed"):
             self._count_voice(event.get("usage"))
             if kind == "session.closed":
@@ -342,6 +346,20 @@ class EventPipeline:
             return
         self._metrics.usage(usage)
         for kind, value in tokens_by_kind(usage).items():
+            self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
+
+    def _count_delegate_usage(self, nested: Any) -> None:
+        """A Live session's Responses delegate bills tokens: its usage comes once, when one of
+        its responses ends."""
+        if not isinstance(nested, dict) or nested.get("type") not in _RESPONSE_ENDS:
+            return
+        response = nested.get("response")
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if not isinstance(usage, dict):
+            return
+        by_kind = responses_tokens(usage)
+        self._metrics.tokens(by_kind)
+        for kind, value in by_kind.items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
     def _count_voice(self, usage: Any) -> None:

@@ -122,6 +122,21 @@ async def test_a_server_tool_runs_for_the_delegate_and_the_browser_never_sees_it
     await peer.next_event("session.output_transcript.delta", timeout=8)
     call = state_of(gateway).calls.find(session_id)
     assert call is not None and call.pipeline.stats.tool_calls == 1
+    # The delegate's tokens (both responses, the hidden one included) are billed and counted.
+    completed = [
+        e["event"]["response"]["usage"]
+        for e in upstream.sent_events
+        if e["type"] == "response.event" and e["event"]["type"] == "response.completed"
+    ]
+    assert len(completed) == 2
+    tokens = call.pipeline.stats.tokens
+    assert tokens["input_text"] == sum(u["input_tokens"] for u in completed) > 0
+    assert tokens["output_text"] == sum(u["output_tokens"] for u in completed) > 0
+    metrics = await (await gateway.get("/metrics")).text()
+    assert (
+        f'realtime_gateway_tokens_total{{kind="output_text"}} {float(tokens["output_text"])}'
+        in metrics
+    )
     # The transcript has the call as a Realtime call's has it.
     async with asyncio.timeout(5):
         while not (files := list(tmp_path.glob("*.jsonl"))) or '"tool_call"' not in (
