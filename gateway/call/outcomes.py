@@ -45,7 +45,8 @@ class EndReason(StrEnum):
     SESSION_CLOSED = "session_closed"
     """A Live session closed as asked (``session.close``): said in ``session.closed``."""
     SESSION_EXPIRED = "session_expired"
-    """A Live session reached its upstream's time limit: said in ``session.closed``."""
+    """The upstream session reached its time limit, and said so (Live's ``session.closed``,
+    Realtime's ``session_expired`` error), so the browser has heard why."""
     INTERNAL_ERROR = "internal_error"
 
     @classmethod

@@ -99,7 +99,8 @@ class PipelineStats:
     speech_started: int = 0
     # A Live session's voice seconds so far (session.usage.updated is cumulative).
     voice_seconds: float = 0.0
-    # Why a Live session's upstream said it closed (session.closed's reason), once it has.
+    # Why the upstream said it is closing, once it has: a Live session.closed's reason, or
+    # "expired" for a Realtime session_expired error.
     session_closed: str | None = None
     # True between response.created and response.done: the assistant is busy, not idle.
     responding: bool = False
@@ -256,6 +257,9 @@ class EventPipeline:
             self.stats.responding = True
         elif kind == "input_audio_buffer.speech_started":
             self.stats.speech_started += 1
+        elif kind == "error" and _error_code(event) == "session_expired":
+            # The upstream's time limit: it closes next, and the browser has been told why.
+            self.stats.session_closed = "expired"
         if self.recorder is not None:
             self.recorder.observe(event)
         if self._builder is not None:
@@ -432,3 +436,8 @@ class EventPipeline:
                     pending=self.transcript.pending,
                     timeout_s=TRANSCRIPT_CLOSE_TIMEOUT,
                 )
+
+
+def _error_code(event: Event) -> object:
+    error = event.get("error")
+    return error.get("code") if isinstance(error, dict) else None

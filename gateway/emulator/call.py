@@ -82,7 +82,7 @@ class Dialogue(Protocol):
     turns: InputTurns
 
     def created_events(self) -> list[Event]: ...
-    def closed_events(self, reason: str) -> list[Event]: ...
+    def closed_events(self, reason: str, *, limit_s: float | None = None) -> list[Event]: ...
     def handle(self, client_event: Event) -> Effects: ...
     def push_audio(self, samples: Samples, duration_ms: float, level: float) -> Effects | None: ...
     def complete(self, response: Response) -> Effects: ...
@@ -211,7 +211,9 @@ class EmulatorCall:
     async def _supervise(self) -> None:
         reason: str | None = None
         try:
-            async with asyncio.timeout(self._options.connect_timeout):
+            async with asyncio.timeout(
+                min(self._options.connect_timeout, self._options.max_call_seconds)
+            ):
                 await self._end_requested.wait()
         except TimeoutError:
             reason = "connect_timeout" if self._channel is None else None
@@ -222,7 +224,9 @@ class EmulatorCall:
                     await self._end_requested.wait()
             except TimeoutError:
                 reason = "max_duration"
-                closing = self._conversation.closed_events("expired")
+                closing = self._conversation.closed_events(
+                    "expired", limit_s=self._options.max_call_seconds
+                )
                 if closing:
                     self._send_all(closing)
                     await asyncio.sleep(CLOSING_GRACE_S)

@@ -90,9 +90,16 @@ class Conversation:
     def created_events(self) -> list[Event]:
         return [event("session.created", session=copy.deepcopy(self.session))]
 
-    def closed_events(self, reason: str) -> list[Event]:
-        """A Realtime call says nothing as it ends."""
-        return []
+    def closed_events(self, reason: str, *, limit_s: float | None = None) -> list[Event]:
+        """A Realtime call says nothing as it ends, but at its maximum duration: then OpenAI
+        sends ``session_expired`` before it closes."""
+        if reason != "expired" or limit_s is None:
+            return []
+        minutes = f"{limit_s / 60:g} minute" + ("" if limit_s == 60 else "s")
+        error = InvalidRequest(
+            f"Your session hit the maximum duration of {minutes}.", code="session_expired"
+        )
+        return [error_event(error)]
 
     def error_event(self, error: OpenAIError, client_event_id: str | None = None) -> Event:
         return error_event(error, client_event_id)

@@ -212,7 +212,7 @@ class LiveConversation:
             out["client_event_id"] = client_event_id
         return out
 
-    def closed_events(self, reason: str) -> list[Event]:
+    def closed_events(self, reason: str, *, limit_s: float | None = None) -> list[Event]:
         """What the session says as it ends (``session.closed``), once."""
         if self.closed:
             return []
