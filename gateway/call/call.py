@@ -24,6 +24,7 @@ from gateway.call.snapshot import CallSnapshot
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol.events import encode_event, error_event
+from gateway.protocol.live import live_error_event
 from gateway.recording import CallRecorder, RecordingSummary
 from gateway.rtc.media import MediaPath
 from gateway.types import Message, Reply
@@ -260,7 +261,8 @@ class Call:
         if farewell is not None and self.browser.channel_open.is_set():
             # Tell the browser why, in the shape it knows, before its peer goes away.
             error = UpstreamError(farewell.message, code=farewell.code)
-            self.browser.send(encode_event(error_event(error)))
+            shape = live_error_event if self.dialect == "live" else error_event
+            self.browser.send(encode_event(shape(error)))
             await self.browser.drain()
         await self._close_legs()
         outcome = outcome_of(reason)

@@ -344,3 +344,19 @@ async def test_session_controls_the_gateway_does_not_offer_are_clear_errors(
         assert error["code"] == "unsupported_operation" and error["type"] == "invalid_request_error"
     content = await gateway.get("/v1/live/sessions/live_x/content", headers=AUTH)
     assert content.status in (404, 405)
+
+
+async def test_an_upstream_that_goes_away_is_said_in_lives_shape(
+    gateway: Client, emulator: Emulator, peers: list[TestPeer]
+) -> None:
+    peer, session_id = await open_session(gateway, peers)
+    await peer.next_event("session.started")
+    upstream = upstream_of(gateway, emulator, session_id)
+    await upstream.end("peer_failed")  # the upstream's session is lost, not closed on request
+    closed = await peer.next_event("session.closed")
+    assert closed["reason"] == "connection_lost"
+    farewell = await peer.next_event("error", timeout=10)
+    assert farewell["error"]["code"] == "upstream_ended"
+    # Live's error shape: no Realtime event_id inside the error.
+    assert set(farewell["error"]) == {"message", "type", "code", "param"}
+    await peer.wait_closed(10)
