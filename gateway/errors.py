@@ -170,6 +170,29 @@ class UpstreamError(GatewayError):
             )
         self.retryable = retryable
 
+    @property
+    def kind(self) -> str:
+        """The code to count it under: one of the gateway's own, never one the upstream made
+        up (an upstream's code is its to choose, and a metric label must stay bounded)."""
+        code = self.code or "upstream_error"
+        if code in _COUNTED_CODES:
+            return code
+        return "upstream_rejected" if self.status < 500 and self.status != 429 else "upstream_error"
+
+
+_COUNTED_CODES = frozenset(
+    {
+        "upstream_timeout",
+        "upstream_unreachable",
+        "upstream_bad_answer",
+        "upstream_auth_failed",
+        "upstream_error",
+        "upstream_rejected",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+    }
+)
+
 
 class UpstreamTimeout(UpstreamError):
     status = 504

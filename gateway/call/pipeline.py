@@ -15,9 +15,10 @@ every one.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ from gateway.protocol.events import (
     parse_client_event,
     parse_event,
 )
-from gateway.protocol.live import LiveGate, live_error_event
+from gateway.protocol.live import DATA_CHANNEL_COMMANDS, LiveGate, live_error_event
 from gateway.recording import CallRecorder
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
@@ -126,6 +127,19 @@ class EventPipeline:
         self._beta = dialect == "beta"
         # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
         self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
+        # A Live frontend is held to the call's size and rate limits as a Realtime browser is:
+        # the same policy over Live's commands, without Realtime's locks (the gate has its own).
+        self._live_limits = (
+            ClientPolicy(
+                replace(
+                    policy.config,
+                    allowed_client_events=DATA_CHANNEL_COMMANDS,
+                    locked_session_fields=(),
+                )
+            )
+            if dialect == "live"
+            else None
+        )
         self._followups: list[Message] = []
         self._metrics = metrics
         self._policy = policy
@@ -208,6 +222,13 @@ class EventPipeline:
             self._metrics.policy_violation(exc.code or "live_rule")
             self.reject(exc, event, reply)
             return None
+        if not trusted and self._live_limits is not None:
+            decision = self._live_limits.check(event, len(message), current_session=self.session)
+            if decision.violation is not None:
+                self.stats.policy_violations += 1
+                self._metrics.policy_violation(decision.violation.rule)
+                self.reject(decision.violation.to_error(), event, reply)
+                return None
         if self._hooks.wants_client_events:
             hooked = await self._hooks.client_event(self.info, event)
             if hooked is None:
@@ -371,6 +392,8 @@ class EventPipeline:
         seconds = usage.get("seconds") if isinstance(usage, dict) else None
         if not isinstance(seconds, int | float) or isinstance(seconds, bool):
             return
+        if not math.isfinite(seconds):
+            return  # an upstream's Infinity would poison the counter for good
         if seconds > self.stats.voice_seconds:
             self._metrics.voice_seconds(seconds - self.stats.voice_seconds)
             self.stats.voice_seconds = float(seconds)

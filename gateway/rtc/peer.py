@@ -77,6 +77,7 @@ class Peer:
         self.ended = asyncio.Event()
         self.end_reason: str | None = None
         self.messages_dropped = 0
+        self.messages_too_large = 0
         self.channels_refused = 0
         self._pending: list[Message] = []
         self._closing: asyncio.Future[None] | None = None
@@ -154,7 +155,7 @@ class Peer:
         """Send now if the channel is open, else queue in order until it opens."""
         channel = self.channel
         if channel is not None and channel.readyState == "open":
-            channel.send(message)
+            self._send_now(channel, message)
         elif self.ended.is_set():
             self.messages_dropped += 1
         elif len(self._pending) >= MAX_PENDING:
@@ -162,6 +163,17 @@ class Peer:
             log.warning("peer.pending_overflow", leg=self.name)
         else:
             self._pending.append(message)
+
+    def _send_now(self, channel: RTCDataChannel, message: Message) -> None:
+        try:
+            channel.send(message)
+        except ValueError:
+            # Larger than the far end's a=max-message-size: it could not take it whole, and one
+            # event it cannot have must not end the call. Dropped, counted, logged once.
+            self.messages_dropped += 1
+            self.messages_too_large += 1
+            if self.messages_too_large == 1:
+                log.warning("peer.message_too_large", leg=self.name, size=len(message))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         # The first channel is the call's. Another one would take the server's events away from
@@ -185,7 +197,7 @@ class Peer:
         pending, self._pending = self._pending, []
         assert self.channel is not None
         for message in pending:
-            self.channel.send(message)
+            self._send_now(self.channel, message)
         self.channel_open.set()
 
     def _on_message(self, message: Message) -> None:

@@ -74,7 +74,7 @@ async def start_session(
         )
     except UpstreamError as exc:
         state.metrics.call_rejected()
-        state.metrics.upstream_error(exc.code or "upstream_error")
+        state.metrics.upstream_error(exc.kind)
         raise
     except GatewayError:
         state.metrics.call_rejected()

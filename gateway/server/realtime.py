@@ -178,7 +178,7 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         )
     except UpstreamError as exc:
         state.metrics.call_rejected()
-        state.metrics.upstream_error(exc.code or "upstream_error")
+        state.metrics.upstream_error(exc.kind)
         raise
     except GatewayError:
         state.metrics.call_rejected()

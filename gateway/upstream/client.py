@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,14 @@ from gateway.protocol.sdp import call_id_from_location
 log = structlog.get_logger(__name__)
 
 USER_AGENT = "realtime-gateway"
+# The most of an upstream's answer to a new call or session read: an SDP answer is a few KiB,
+# and a hostile or broken upstream must not make the gateway hold whatever it sends.
+MAX_ANSWER_BYTES = 1024 * 1024
+# A Live session id is opaque but goes into the hangup URL (with the key): nothing that could
+# leave its path segment ("../", "?", "#") or flood the logs.
+_LIVE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# What of an upstream error's code is kept: a short identifier (it may become a metric label).
+_ERROR_CODE = re.compile(r"[a-z0-9_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class UpstreamClient:
                 async with self._http.post(
                     self.calls_url, data=form, headers=self._headers()
                 ) as response:
-                    body = await response.text()
+                    body = await _read_capped(response, MAX_ANSWER_BYTES)
                     if response.status not in (200, 201):
                         raise _status_error(response.status, body)
                     location = response.headers.get("Location", "")
@@ -104,7 +113,7 @@ class UpstreamClient:
                 async with self._http.post(
                     self.live_url, json=body, headers=self._headers()
                 ) as response:
-                    text = await response.text()
+                    text = await _read_capped(response, MAX_ANSWER_BYTES)
                     if response.status not in (200, 201):
                         raise _status_error(response.status, text)
         except TimeoutError:
@@ -122,7 +131,18 @@ class UpstreamClient:
             sdp = created["transport"]["sdp"]
         except (ValueError, KeyError, TypeError):
             session_id = sdp = None
-        if not isinstance(session_id, str) or not isinstance(sdp, str) or "v=0" not in sdp[:10]:
+            try:  # the session may exist though its answer is unusable: it must be ended
+                session_id = json.loads(text)["session"]["id"]
+            except (ValueError, KeyError, TypeError):
+                pass
+        if not isinstance(session_id, str) or not _LIVE_ID.fullmatch(session_id):
+            session_id = None  # nothing the gateway can safely hang up
+        if session_id is None or not isinstance(sdp, str) or "v=0" not in sdp[:10]:
+            if session_id is not None:
+                try:
+                    await self.hangup_live(session_id)
+                except UpstreamError as exc:
+                    log.warning("upstream.bad_answer_hangup_failed", code=exc.code)
             raise UpstreamError(
                 "The upstream answered the session with something that is not a Live answer.",
                 code="upstream_bad_answer",
@@ -153,6 +173,18 @@ class UpstreamClient:
             ) from None
 
 
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> str:
+    """The body as text; an upstream error beyond ``limit`` bytes, read no further."""
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise UpstreamError(
+                f"The upstream's answer is larger than {limit} bytes.", code="upstream_bad_answer"
+            )
+    return data.decode("utf-8", "replace")
+
+
 def _status_error(status: int, body: str) -> UpstreamError:
     """Translate an upstream non-2xx into our error tree, keeping what helps the caller."""
     message, code, param = "", None, None
@@ -166,6 +198,10 @@ def _status_error(status: int, body: str) -> UpstreamError:
     except ValueError:
         pass
     message = redact_text(message)
+    if code is not None and not _ERROR_CODE.fullmatch(code):
+        code = None
+    if param is not None:
+        param = redact_text(param)[:200]
     if status in (401, 403):
         # The browser's credentials were fine; ours were not. Never echo OpenAI's text here.
         return UpstreamError(
