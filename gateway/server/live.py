@@ -105,7 +105,7 @@ async def hangup(request: web.Request) -> web.Response:
             entry = await realtime.elsewhere(state, request, session_id)
             if entry is not None and state.forwarder is not None:
                 return await state.forwarder.http(request, entry)
-        raise NotFound(f"No session found with id '{session_id}'.", param="session_id")
+        raise NotFound(f"No session found with id '{session_id[:200]}'.", param="session_id")
     call.stop(EndReason.HANGUP)
     await realtime.wait_ended(call)
     return web.Response(status=200)

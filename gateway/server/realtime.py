@@ -223,7 +223,7 @@ async def elsewhere(state: GatewayState, request: web.Request, call_id: str) -> 
 
 def _no_such_call(call_id: str) -> NotFound:
     # The same answer for "no such call" and "not yours": no probing for live call ids.
-    return NotFound(f"No call found with id '{call_id}'.", param="call_id")
+    return NotFound(f"No call found with id '{call_id[:200]}'.", param="call_id")
 
 
 async def hangup(request: web.Request) -> web.Response:
@@ -321,7 +321,7 @@ async def get_call(request: web.Request) -> web.Response:
         entry = await elsewhere(state, request, call_id)
         if entry is not None and state.forwarder is not None:
             return await state.forwarder.http(request, entry)
-        raise NotFound(f"No live call with id '{call_id}'.", param="call_id")
+        raise NotFound(f"No live call with id '{call_id[:200]}'.", param="call_id")
     return web.json_response(_view(state, call))
 
 

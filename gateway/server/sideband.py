@@ -70,7 +70,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
         call = state.calls.get(call_id)  # raises the 404
     if call.dialect == "live":
         # A Live session's sideband is Live's own (.../live/sessions/{id}/attach).
-        raise NotFound(f"No call found with id '{call_id}'.", param="call_id")
+        raise NotFound(f"No call found with id '{call_id[:200]}'.", param="call_id")
     ws = web.WebSocketResponse(protocols=("realtime",), heartbeat=30)
     await ws.prepare(request)
     queue = call.subscribe()
