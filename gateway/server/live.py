@@ -16,8 +16,8 @@ import structlog
 from aiohttp import web
 
 from gateway.call.outcomes import EndReason
-from gateway.call.setup import CallRequest, new_live_session_id, open_call
-from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable, UpstreamError
+from gateway.call.setup import CallRequest, new_live_session_id
+from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from gateway.protocol import live
 from gateway.server import realtime
 from gateway.server.auth import identify, require_server
@@ -57,30 +57,18 @@ async def start_session(
         raise
     session_id = new_live_session_id()
     structlog.contextvars.bind_contextvars(call_id=session_id)
-    state.pending += 1
-    try:
-        call = await open_call(
-            session_id,
-            CallRequest(
-                offer_sdp=created.sdp,
-                session=created.session,
-                upstream_session=asked,
-                dialect="live",
-            ),
-            upstreams=upstreams,
-            options=state.leg_options,
-            services=state.services,
-            started_at=started,
-        )
-    except UpstreamError as exc:
-        state.metrics.call_rejected()
-        state.metrics.upstream_error(exc.kind)
-        raise
-    except GatewayError:
-        state.metrics.call_rejected()
-        raise
-    finally:
-        state.pending -= 1
+    call = await realtime.open_counted(
+        state,
+        session_id,
+        CallRequest(
+            offer_sdp=created.sdp,
+            session=created.session,
+            upstream_session=asked,
+            dialect="live",
+        ),
+        upstreams,
+        started,
+    )
     structlog.contextvars.bind_contextvars(upstream_call_id=call.upstream_call_id)
     state.calls.start(call)
     log.info(

@@ -39,6 +39,7 @@ from gateway.server.body import read_json, read_offer
 from gateway.server.forward import Forwarder
 from gateway.server.state import STATE, GatewayState
 from gateway.stores.base import CallEntry
+from gateway.upstream.base import UpstreamFactory
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,36 @@ async def admit(state: GatewayState, request: web.Request, caller: Caller) -> we
     return None
 
 
+async def open_counted(
+    state: GatewayState,
+    call_id: str,
+    call_request: CallRequest,
+    upstreams: UpstreamFactory,
+    started: float,
+) -> Call:
+    """:func:`open_call` for an admitted request: pending (against capacity) while it is set
+    up, and counted as rejected, with the upstream's failure kind, if it fails."""
+    state.pending += 1
+    try:
+        return await open_call(
+            call_id,
+            call_request,
+            upstreams=upstreams,
+            options=state.leg_options,
+            services=state.services,
+            started_at=started,
+        )
+    except UpstreamError as exc:
+        state.metrics.call_rejected()
+        state.metrics.upstream_error(exc.kind)
+        raise
+    except GatewayError:
+        state.metrics.call_rejected()
+        raise
+    finally:
+        state.pending -= 1
+
+
 async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     started = time.monotonic()
     state = _state(request)
@@ -161,30 +192,18 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()
     structlog.contextvars.bind_contextvars(call_id=call_id)
-    state.pending += 1
-    try:
-        call = await open_call(
-            call_id,
-            CallRequest(
-                offer_sdp=body.sdp,
-                session=state.upstream_session(*overrides),
-                dialect=dialect,
-                token_digest=digest,
-            ),
-            upstreams=state.upstreams,
-            options=state.leg_options,
-            services=state.services,
-            started_at=started,
-        )
-    except UpstreamError as exc:
-        state.metrics.call_rejected()
-        state.metrics.upstream_error(exc.kind)
-        raise
-    except GatewayError:
-        state.metrics.call_rejected()
-        raise
-    finally:
-        state.pending -= 1
+    call = await open_counted(
+        state,
+        call_id,
+        CallRequest(
+            offer_sdp=body.sdp,
+            session=state.upstream_session(*overrides),
+            dialect=dialect,
+            token_digest=digest,
+        ),
+        state.upstreams,
+        started,
+    )
     if not caller.is_server:
         try:
             await state.stores.secrets.redeem(caller.token)
