@@ -324,27 +324,8 @@ class ToolCoordinator:
     async def _answer(self, calls: list[ServerCall]) -> None:
         for call in calls:
             call.answered = True
-        results = await asyncio.gather(*(c.task for c in calls if c.task is not None))
-        for call, result in zip(calls, results, strict=True):
-            log.info(
-                "tool.completed",
-                tool=call.name,
-                tool_call_id=call.call_id,
-                status=result.status,
-                seconds=round(result.seconds, 3),
-            )
-            if self._on_result is not None:
-                self._on_result(call, result)
-            self._inject(
-                {
-                    "type": "conversation.item.create",
-                    "item": {
-                        "type": "function_call_output",
-                        "call_id": call.call_id,
-                        "output": result.output,
-                    },
-                }
-            )
+        for item in await outputs(calls, self._on_result):
+            self._inject({"type": "conversation.item.create", "item": item})
         self._request_response()
 
     def _request_response(self) -> None:
@@ -367,6 +348,32 @@ class ToolCoordinator:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def outputs(
+    calls: list[ServerCall],
+    on_result: Callable[[ServerCall, ToolResult], None] | None,
+    **log_fields: Any,
+) -> list[dict[str, Any]]:
+    """Wait for ``calls`` to finish; each is logged and reported, and its
+    ``function_call_output`` item returned, in order."""
+    results = await asyncio.gather(*(c.task for c in calls if c.task is not None))
+    items: list[dict[str, Any]] = []
+    for call, result in zip(calls, results, strict=True):
+        log.info(
+            "tool.completed",
+            tool=call.name,
+            tool_call_id=call.call_id,
+            status=result.status,
+            seconds=round(result.seconds, 3),
+            **log_fields,
+        )
+        if on_result is not None:
+            on_result(call, result)
+        items.append(
+            {"type": "function_call_output", "call_id": call.call_id, "output": result.output}
+        )
+    return items
 
 
 def _is_server_call(item: dict[str, Any], registry: ToolRegistry) -> bool:

@@ -39,7 +39,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.events import new_event_id
 from gateway.protocol.live import with_server_tools, without_tools
 from gateway.tools.base import ToolResult
-from gateway.tools.coordinator import Runner, ServerCall
+from gateway.tools.coordinator import Runner, ServerCall, outputs
 from gateway.tools.registry import ToolRegistry
 from gateway.tools.runner import run_tool
 from gateway.types import Event
@@ -252,28 +252,8 @@ class LiveToolCoordinator:
     # -- answering ----------------------------------------------------------------------------
 
     async def _answer(self, calls: list[ServerCall]) -> None:
-        results = await asyncio.gather(*(c.task for c in calls if c.task is not None))
-        for call, result in zip(calls, results, strict=True):
-            log.info(
-                "tool.completed",
-                tool=call.name,
-                tool_call_id=call.call_id,
-                status=result.status,
-                seconds=round(result.seconds, 3),
-                dialect="live",
-            )
-            if self._on_result is not None:
-                self._on_result(call, result)
-            self._inject(
-                {
-                    "type": "response.item.create",
-                    "item": {
-                        "type": "function_call_output",
-                        "call_id": call.call_id,
-                        "output": result.output,
-                    },
-                }
-            )
+        for item in await outputs(calls, self._on_result, dialect="live"):
+            self._inject({"type": "response.item.create", "item": item})
         # No body: it continues the delegated response that waits for these outputs.
         self._inject({"type": "response.create"})
 
