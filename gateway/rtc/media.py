@@ -133,11 +133,18 @@ class TappedPacket:
 Tap = Callable[[TappedPacket], None]
 
 
-def _tap_all(taps: list[Tap], leg: Leg, packet: Any, payload: bytes, clock_rate: int) -> None:
+def _tap_all(
+    taps: list[Tap],
+    leg: Leg,
+    packet: Any,
+    payload: bytes,
+    clock_rate: int,
+    timestamp: int | None = None,
+) -> None:
     tapped = TappedPacket(
         leg=leg,
         payload=payload,
-        timestamp=int(packet.timestamp),
+        timestamp=int(packet.timestamp) if timestamp is None else timestamp,
         sequence=int(packet.sequence_number),
         arrival=time.monotonic(),
         clock_rate=clock_rate,
@@ -174,6 +181,13 @@ class PacketForwarder:
         self._time_base = Fraction(1, clock_rate)
         self._last_timestamp: int | None = None
         self._pts = 0
+        # Added to the sender's RTP timestamps before the taps see them: zero, until this
+        # forwarder takes over from another (a replacement upstream session).
+        self._offset = 0
+        self._last_at = 0.0
+        # (pts, tapped timestamp, time) of the forwarder this one takes over from, applied at
+        # its next packet: the far end's timeline goes on from there, gap included.
+        self._resume: tuple[int, int, float] | None = None
         self.packets = 0
         self.dropped_late = 0
         self.dropped_empty = 0
@@ -185,9 +199,12 @@ class PacketForwarder:
             # for the end of the stream and stop decoding for the rest of the call.
             self.dropped_empty += 1
             return False, None
-        if self._taps:
-            _tap_all(self._taps, self._leg, packet, payload, self._clock_rate)
         timestamp = int(packet.timestamp)
+        if self._resume is not None:
+            self._take_over(timestamp)
+        if self._taps:
+            tapped = (timestamp + self._offset) & 0xFFFFFFFF
+            _tap_all(self._taps, self._leg, packet, payload, self._clock_rate, tapped)
         if self._last_timestamp is not None:
             delta = (timestamp - self._last_timestamp) & 0xFFFFFFFF
             if delta == 0 or delta >= 1 << 31:
@@ -195,12 +212,50 @@ class PacketForwarder:
                 return False, None
             self._pts += delta
         self._last_timestamp = timestamp
+        self._last_at = time.monotonic()
         encoded = av.Packet(payload)
         encoded.pts = self._pts
         encoded.time_base = self._time_base
         self.packets += 1
         self._sink.push(encoded)
         return False, None  # nothing for aiortc's decoder
+
+    def take_over(
+        self, previous: PacketForwarder | None, sink: RelayTrack, taps: list[Tap]
+    ) -> None:
+        """Feed ``sink`` (and ``taps``) in place of ``previous``, from the next packet on.
+
+        The far end hears one stream: the next packet is placed after ``previous``'s last one by
+        the time that passed between them (at least one frame), in ``pts`` and in the timestamps
+        the taps see, so its jitter buffer and a recording see a pause, never a jump back.
+        """
+        if previous is not None:
+            previous.detach()
+            last_tapped = ((previous._last_timestamp or 0) + previous._offset) & 0xFFFFFFFF
+            self._resume = (previous._pts, last_tapped, previous._last_at or time.monotonic())
+        self._sink = sink
+        self._taps = taps
+
+    def _take_over(self, timestamp: int) -> None:
+        assert self._resume is not None
+        pts, tapped, at = self._resume
+        self._resume = None
+        frame = self._clock_rate // 50  # 20 ms
+        gap = max(frame, round((time.monotonic() - at) * self._clock_rate))
+        self._pts = pts + gap
+        self._offset = (tapped + gap - timestamp) & 0xFFFFFFFF
+        self._last_timestamp = None  # the next packet lands at _pts exactly
+
+    def retarget(self, sink: RelayTrack) -> None:
+        """Feed ``sink`` from the next packet on (the far leg's session was replaced; the new
+        sender numbers its own RTP packets)."""
+        self._sink = sink
+
+    def detach(self) -> None:
+        """Forward nothing more: this leg's session has been replaced."""
+        self._sink = RelayTrack(maxlen=1)
+        self._sink.finish()
+        self._taps = []
 
 
 class _TappingBuffer:
@@ -240,6 +295,46 @@ class MediaPath:
         self.forwarders: dict[Leg, PacketForwarder] = {}
         self._pumps: list[tuple[RTCRtpReceiver, RelayTrack]] = []
         self._taps: list[Tap] = []
+        # What earlier upstream sessions' tracks carried, so counts() spans the whole call.
+        self._retired: dict[tuple[str, str], int] = {}
+        self._retired_dropped = 0
+
+    @property
+    def swappable(self) -> bool:
+        """Whether the upstream session can be replaced under a running call (passthrough:
+        nothing between the legs holds decoder state)."""
+        return self.mode == "passthrough"
+
+    def standby(self) -> MediaPath:
+        """A media path for a replacement upstream session to wire itself into. Until
+        :meth:`adopt`, what it receives goes nowhere and it is sent nothing."""
+        if not self.swappable:
+            raise RuntimeError("only a passthrough media path can change its upstream")
+        return MediaPath(self.mode, self.codec)
+
+    def adopt(self, standby: MediaPath) -> None:
+        """Relay between the browser and ``standby``'s upstream from now on; the upstream this
+        path had is cut off (it is closed by its owner). The browser hears one stream."""
+        old = self.forwarders.pop("upstream", None)
+        new = standby.forwarders.get("upstream")
+        if new is not None:
+            new.take_over(old, self.to_browser, self._taps)
+            self.forwarders["upstream"] = new
+        elif old is not None:
+            old.detach()
+        retired = self.to_upstream
+        self._retired[("browser", "in")] = self._retired.get(("browser", "in"), 0) + (
+            retired.frames_in
+        )
+        self._retired[("upstream", "out")] = self._retired.get(("upstream", "out"), 0) + (
+            retired.frames_out
+        )
+        self._retired_dropped += retired.frames_dropped
+        self.to_upstream = standby.to_upstream
+        browser = self.forwarders.get("browser")
+        if browser is not None:
+            browser.retarget(self.to_upstream)
+        retired.finish()  # the old sender's next read ends its track
 
     def outgoing(self, leg: Leg) -> RelayTrack:
         """The track ``leg``'s sender reads: what the other leg sent."""
@@ -282,9 +377,10 @@ class MediaPath:
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Packets per (leg, direction) so far; ``in`` is what that leg sent us."""
+        retired = self._retired
         return {
-            ("browser", "in"): self.to_upstream.frames_in,
-            ("upstream", "out"): self.to_upstream.frames_out,
+            ("browser", "in"): self.to_upstream.frames_in + retired.get(("browser", "in"), 0),
+            ("upstream", "out"): self.to_upstream.frames_out + retired.get(("upstream", "out"), 0),
             ("upstream", "in"): self.to_browser.frames_in,
             ("browser", "out"): self.to_browser.frames_out,
         }
@@ -293,7 +389,7 @@ class MediaPath:
         """Stale audio dropped while the far leg was not yet consuming (bounded queues)."""
         return {
             "to_browser": self.to_browser.frames_dropped,
-            "to_upstream": self.to_upstream.frames_dropped,
+            "to_upstream": self.to_upstream.frames_dropped + self._retired_dropped,
         }
 
     def finish(self) -> None:

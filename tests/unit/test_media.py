@@ -9,6 +9,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from gateway.rtc import compat
 from gateway.rtc.media import (
+    MediaPath,
     PacketForwarder,
     RelayTrack,
     choose_codec,
@@ -80,6 +81,7 @@ class FakeRtp:
 
     def __init__(self, timestamp: int, data: bytes = b"\xfc\x01") -> None:
         self.timestamp = timestamp
+        self.sequence_number = 0
         self._data = data
 
 
@@ -185,3 +187,68 @@ class TestTaps:
         buffer.add(self.packet(0, 1))
         assert len(seen) == 1 and buffer.capacity == 16
         assert inner._origin == 1  # the inner buffer took the packet too
+
+
+class TestTakingOver:
+    """A replacement upstream session's forwarder continues the one it replaces."""
+
+    def test_the_far_end_hears_one_stream_with_the_pause_in_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        now = [100.0]
+        monkeypatch.setattr("gateway.rtc.media.time.monotonic", lambda: now[0])
+        tapped: list[int] = []
+        sink = RelayTrack(maxlen=100)
+        old = PacketForwarder(
+            sink, 48000, leg="upstream", taps=[lambda p: tapped.append(p.timestamp)]
+        )
+        for ts in (5000, 5960, 6920):
+            old.add(FakeRtp(ts))
+        new = PacketForwarder(RelayTrack(maxlen=100), 48000, leg="upstream")
+        new.add(FakeRtp(777_000))  # before the cut: goes nowhere the browser hears
+        new.take_over(old, sink, old._taps)
+        now[0] += 0.25  # a quarter second without audio
+        new.add(FakeRtp(900_000))
+        new.add(FakeRtp(900_960))
+        old.add(FakeRtp(7880))  # the old session, cut off, forwards nothing more
+        pts = [int(p.pts) for p in sink._frames]
+        assert pts == [0, 960, 1920, 1920 + 12000, 1920 + 12960]
+        # The taps (a recording) see the same timeline, in the old stream's timestamps.
+        assert tapped == [5000, 5960, 6920, 6920 + 12000, 6920 + 12960]
+
+    def test_a_pause_shorter_than_a_frame_still_moves_time_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("gateway.rtc.media.time.monotonic", lambda: 50.0)
+        sink = RelayTrack(maxlen=100)
+        old = PacketForwarder(sink, 48000)
+        old.add(FakeRtp(0))
+        new = PacketForwarder(RelayTrack(), 48000)
+        new.take_over(old, sink, [])
+        new.add(FakeRtp(123))
+        assert [int(p.pts) for p in sink._frames] == [0, 960]
+
+
+class TestMediaPathAdopt:
+    def test_the_browser_feeds_the_new_session_and_counts_span_the_call(self) -> None:
+        codec = choose_codec(["opus"])
+        assert codec is not None
+        media = MediaPath("passthrough", codec)
+        browser = PacketForwarder(media.to_upstream, 48000, leg="browser")
+        media.forwarders["browser"] = browser
+        browser.add(FakeRtp(0))
+        browser.add(FakeRtp(960))
+        old_track = media.to_upstream
+        standby = media.standby()
+        media.adopt(standby)
+        assert media.to_upstream is standby.to_upstream
+        assert old_track._ended
+        browser.add(FakeRtp(1920))
+        assert standby.to_upstream.frames_in == 1
+        assert media.counts()[("browser", "in")] == 3
+
+    def test_only_passthrough_can_change_its_upstream(self) -> None:
+        codec = choose_codec(["opus"])
+        assert codec is not None
+        with pytest.raises(RuntimeError):
+            MediaPath("transcode", codec).standby()
