@@ -196,6 +196,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self._swaps = Counter(
+            f"{PREFIX}_upstream_swaps",
+            "Upstream sessions replaced under a running call, by reason (expired, failed, "
+            "vanished: reactive; renewed: before a known expiry) and result (ok, failed).",
+            ["reason", "result"],
+            registry=r,
+        )
+        self._swap_seconds = Histogram(
+            f"{PREFIX}_upstream_swap_seconds",
+            "Seconds from the decision to replace an upstream session to the new one relaying.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self._capacity = Gauge(f"{PREFIX}_capacity_calls", "GATEWAY_MAX_CALLS.", registry=r)
         self._draining = Gauge(f"{PREFIX}_draining", "1 while draining for shutdown.", registry=r)
         self._ended_audio: dict[Any, int] = {}
@@ -292,6 +305,11 @@ class Metrics:
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind).inc()
+
+    def upstream_swap(self, reason: str, ok: bool, seconds: float) -> None:
+        self._swaps.labels(reason, "ok" if ok else "failed").inc()
+        if ok:
+            self._swap_seconds.observe(seconds)
 
     # -- recordings (called from the recordings' writer threads too: counters are thread-safe) -
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from gateway.call import watch
+from gateway.call.continuity import Continuity
+from gateway.call.link import UpstreamLink
 from gateway.call.outcomes import EndReason, farewell_for, outcome_of
 from gateway.call.pipeline import EventPipeline
 from gateway.call.setup import CallRequest, CallServices, Dialect, LegOptions
@@ -28,7 +31,7 @@ from gateway.protocol.live import live_error_event
 from gateway.recording import CallRecorder, RecordingSummary
 from gateway.rtc.media import MediaPath
 from gateway.types import Message, Reply
-from gateway.upstream.base import Upstream
+from gateway.upstream.base import Upstream, UpstreamFactory, end_session
 
 log = structlog.get_logger(__name__)
 
@@ -65,13 +68,15 @@ class Call:
     call_id: str
     request: CallRequest
     browser: BrowserLeg
-    upstream: Upstream
+    link: UpstreamLink
     media: MediaPath
     options: LegOptions
     answer_sdp: str
     services: CallServices
     pipeline: EventPipeline
     created_at: float = field(default_factory=time.monotonic)
+    # Makes the call's upstream sessions: a replacement comes from here (continuity).
+    upstreams: UpstreamFactory | None = None
     # Records the call's audio (recording on); kept only if should_record says so.
     recorder: CallRecorder | None = None
     recording_kept: bool = False
@@ -81,10 +86,27 @@ class Call:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribers: set[asyncio.Queue[Message]] = field(default_factory=set)
+    _tasks: asyncio.TaskGroup | None = None
+    _server_pump: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.continuity = (
+            Continuity(self)
+            if self.options.continuity
+            and self.upstreams is not None
+            and self.media.swappable
+            and self.dialect != "live"
+            else None
+        )
 
     @property
     def dialect(self) -> Dialect:
         return self.request.dialect
+
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream session carrying the call now."""
+        return self.link.current
 
     @property
     def upstream_call_id(self) -> str | None:
@@ -139,6 +161,7 @@ class Call:
             reason=str(self.end_reason) if ended and self.end_reason else None,
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
             voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
+            upstream_sessions=len(self.link.sessions) or 1,
         )
 
     # -- running -----------------------------------------------------------------------------------
@@ -159,18 +182,22 @@ class Call:
             await self._start_recording()
             await self.services.hooks.session_start(self.pipeline.info)
             async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
                 tasks = [
                     tg.create_task(self._pump_client_events()),
-                    tg.create_task(self._pump_server_events()),
                     tg.create_task(watch.setup_stages(self)),
                     tg.create_task(watch.quality(self)),
                     tg.create_task(self.media.run()),
                 ]
-                reason = await watch.end(self)
+                if self.continuity is not None:
+                    tasks.append(tg.create_task(self.continuity.renew()))
+                self.start_server_pump()
+                reason = await self._watch()
                 if self.end_reason is None:
                     self.end_reason = reason
-                for task in tasks:
-                    task.cancel()
+                for task in [*tasks, self._server_pump]:
+                    if task is not None:
+                        task.cancel()
         except Exception:
             # A fault of the gateway's own: the call cannot go on, and says so.
             log.exception("call.failed", call_id=self.call_id)
@@ -196,23 +223,87 @@ class Call:
         self.media.remove_tap(recorder.tap)
         return await recordings.end(recorder, duration_s, kept=self.recording_kept)
 
+    async def _watch(self) -> EndReason:
+        """What ends the call; with continuity, an upstream session's end does not."""
+        continuity = self.continuity
+        while True:
+            watched = self.upstream
+            reason = await watch.end(self)
+            if continuity is None:
+                return reason
+            async with continuity.lock:
+                if self.upstream is not watched and not self._stop.is_set():
+                    continue  # replaced ahead of its expiry meanwhile
+                if self._stop.is_set() or not continuity.may_replace(reason):
+                    return reason
+                replaced = await self._unless_ended(continuity.replace(reason))
+                if isinstance(replaced, EndReason):
+                    return replaced
+                if not replaced:
+                    return reason
+
+    async def _unless_ended(self, work: Coroutine[Any, Any, bool]) -> bool | EndReason:
+        """Run ``work`` (a replacement) unless the call is hung up or the browser goes first:
+        then it is cancelled (what it dialled is ended) and that is the call's end."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        gone = asyncio.ensure_future(self.browser.ended.wait())
+        try:
+            await asyncio.wait({task, stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stop, gone):
+                waiter.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, stop, gone, return_exceptions=True)
+        if task.cancelled():
+            if self._stop.is_set():
+                return self.end_reason or EndReason.HANGUP
+            return EndReason.of_leg("browser", self.browser.end_reason)
+        return task.result()  # a fault of the gateway's own is raised
+
     async def _pump_client_events(self) -> None:
         while True:
             message = await self.browser.inbox.get()
             out = await self.pipeline.client_message(message)
             if out is not None:
-                self.upstream.send(out)
+                self.link.send(out)
 
-    async def _pump_server_events(self) -> None:
+    async def _pump_server_events(self, upstream: Upstream) -> None:
         while True:
-            message = await self.upstream.inbox.get()
+            await self._relay_server_message(await upstream.inbox.get())
+
+    async def _relay_server_message(self, message: Message) -> None:
+        out = await self.pipeline.server_message(message)
+        if not self.pipeline.concealed:
             for queue in self._subscribers:
                 _offer(queue, message, self.call_id)
-            out = await self.pipeline.server_message(message)
-            if out is not None:
-                self.browser.send(out)
-            for extra in self.pipeline.followups():
-                self.browser.send(extra)
+        if out is not None:
+            self.browser.send(out)
+        for extra in self.pipeline.followups():
+            self.browser.send(extra)
+
+    # -- continuity: the upstream session changes under the call --------------------------------
+
+    def start_server_pump(self) -> None:
+        """Relay the current upstream session's events (one pump at a time)."""
+        assert self._tasks is not None
+        self.link.sessions.append(self.upstream.session_id or "")
+        self._server_pump = self._tasks.create_task(self._pump_server_events(self.upstream))
+
+    async def stop_server_pump(self) -> None:
+        """Stop relaying the current session's events, after relaying what it already sent."""
+        pump, self._server_pump = self._server_pump, None
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+        inbox = self.upstream.inbox
+        while not inbox.empty():
+            await self._relay_server_message(inbox.get_nowait())
+
+    def retire(self, upstream: Upstream) -> None:
+        """A replaced session: closed and hung up in the background (it stops billing)."""
+        self.services.background.spawn(end_session(upstream), name="call-retire-upstream")
 
     # -- the sideband ------------------------------------------------------------------------------
 
@@ -230,7 +321,7 @@ class Call:
         (``trusted``: a Live sideband, which the frontend's allow-lists do not bind)."""
         out = await self.pipeline.client_message(message, reply, trusted=trusted)
         if out is not None:
-            self.upstream.send(out)
+            self.link.send(out)
 
     # -- ending ------------------------------------------------------------------------------------
 
@@ -238,6 +329,8 @@ class Call:
         self.media.finish()
         if self.pipeline.tools is not None:
             await self.pipeline.tools.aclose()
+        if self.continuity is not None:
+            await self.continuity.aclose()
         await asyncio.gather(self.browser.close(), self.upstream.close())
         await self.upstream.hangup()
 

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -29,10 +29,12 @@ from gateway.metrics import Metrics, responses_tokens, tokens_by_kind
 from gateway.policy import ClientPolicy
 from gateway.protocol import beta
 from gateway.protocol.catalog import label_for
+from gateway.protocol.conversation import Concealer, Conversation, Replay
 from gateway.protocol.events import (
     client_event_id,
     encode_event,
     error_event,
+    new_event_id,
     parse_client_event,
     parse_event,
 )
@@ -105,6 +107,8 @@ class PipelineStats:
     session_closed: str | None = None
     # True between response.created and response.done: the assistant is busy, not idle.
     responding: bool = False
+    # True between the upstream's speech_started and speech_stopped: the user is talking.
+    speaking: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
 
 
@@ -122,8 +126,26 @@ class EventPipeline:
         to_browser: Reply,
         recorder: CallRecorder | None = None,
         log_throttle: LogThrottle | None = None,
+        continuity: bool = False,
     ) -> None:
         self.info = info
+        # Continuity (a Realtime call whose upstream session may be replaced): what was said,
+        # to seed the next session, and what of the next session the browser must not see.
+        keeps = continuity and dialect != "live"
+        self.conversation = Conversation() if keeps else None
+        self._concealer = Concealer() if keeps else None
+        # Set when the upstream says its session expired; with continuity, the error that said
+        # so is held here (the browser hears it only if no new session can be had).
+        self.expiring = asyncio.Event()
+        self.held_expiry: Message | None = None
+        self._response_id: str | None = None
+        self._playing: str | None = None
+        # When the current upstream session says it expires (its session.created's expires_at).
+        self._expires_at: float | None = None
+        self._expiry_known = asyncio.Event()
+        self.concealed = False
+        """Whether the last server event was a seam of a session replacement (not shown to the
+        browser, nor to a sideband, which follows the call rather than a session)."""
         self._beta = dialect == "beta"
         # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
         self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
@@ -258,6 +280,7 @@ class EventPipeline:
     async def server_message(self, message: Message) -> Message | None:
         """The message to send to the browser, or None if it is hidden from it."""
         self.stats.server_events += 1
+        self.concealed = False
         try:
             event = parse_event(message)
         except GatewayError:
@@ -271,16 +294,49 @@ class EventPipeline:
             event.get("session"), dict
         ):
             self.session = event["session"]
+            expires_at = self.session.get("expires_at")
+            if kind == "session.created" and _finite(expires_at):
+                self._expires_at = float(cast(float, expires_at))
+                self._expiry_known.set()
         elif kind == "response.done":
             self._count_usage(event)
             self.stats.responding = False
+            self._response_id = None
         elif kind == "response.created":
             self.stats.responding = True
+            response = event.get("response")
+            rid = response.get("id") if isinstance(response, dict) else None
+            self._response_id = rid if isinstance(rid, str) else None
         elif kind == "input_audio_buffer.speech_started":
             self.stats.speech_started += 1
+            self.stats.speaking = True
+        elif kind == "input_audio_buffer.speech_stopped":
+            self.stats.speaking = False
+        elif kind == "output_audio_buffer.started":
+            rid = event.get("response_id")
+            self._playing = rid if isinstance(rid, str) else ""
+        elif kind == "output_audio_buffer.stopped":
+            self._playing = None
         elif kind == "error" and _error_code(event) == "session_expired":
-            # The upstream's time limit: it closes next, and the browser has been told why.
+            # The upstream's time limit: it closes next. Without continuity the browser is told
+            # why; with it, a new session takes over and the error is held back.
             self.stats.session_closed = "expired"
+            self.expiring.set()
+            if self._concealer is not None:
+                self.held_expiry = message
+                self.concealed = True
+                return None
+        if self._concealer is not None and self._concealer.conceals(event):
+            self.concealed = True
+            if kind == "error":
+                log.warning(
+                    "continuity.replay_refused",
+                    call_id=self.info.call_id,
+                    code=_error_code(event) if isinstance(_error_code(event), str) else None,
+                )
+            return None
+        if self.conversation is not None:
+            self.conversation.feed(event)
         if self.recorder is not None:
             self.recorder.observe(event)
         if self._builder is not None:
@@ -339,6 +395,72 @@ class EventPipeline:
                 return None
             first = hooked
         return message if first is event else encode_event(first)
+
+    # -- continuity ---------------------------------------------------------------------------
+
+    def replay(self, budget_tokens: int) -> Replay:
+        """The conversation so far, as events seeding a new upstream session; their echoes
+        from that session are hidden from the browser."""
+        assert self.conversation is not None and self._concealer is not None
+        replay = self.conversation.replay(budget_tokens)
+        self._concealer.replaying(replay)
+        return replay
+
+    async def interrupted(self) -> list[Message]:
+        """What the browser must hear of a response the replaced session left unfinished: its
+        ``response.done`` (cancelled, as if the client had cancelled it) and the end of its
+        audio, through the same steps as any server event (translation, transcript, hooks)."""
+        events: list[Event] = []
+        if self.stats.responding:
+            events.append(
+                {
+                    "type": "response.done",
+                    "event_id": new_event_id(),
+                    "response": {
+                        "object": "realtime.response",
+                        "id": self._response_id,
+                        "status": "cancelled",
+                        "status_details": {"type": "cancelled", "reason": "client_cancelled"},
+                        "output": [],
+                        "usage": None,
+                    },
+                }
+            )
+        if self._playing is not None:
+            events.append(
+                {
+                    "type": "output_audio_buffer.stopped",
+                    "event_id": new_event_id(),
+                    "response_id": self._playing or self._response_id,
+                }
+            )
+        out: list[Message] = []
+        for event in events:
+            message = await self.server_message(encode_event(event))
+            if message is not None:
+                out.append(message)
+            out += self.followups()
+        return out
+
+    def session_resumed(self) -> None:
+        """A new upstream session carries the call: its expiry is not the call's."""
+        self.stats.session_closed = None
+        self.stats.speaking = False  # the new session's turn detection starts afresh
+        self.held_expiry = None
+        self.expiring.clear()
+        self._expires_at = None
+        self._expiry_known.clear()
+
+    async def session_expiry(self) -> float:
+        """When the current upstream session expires (Unix time), once it has said so."""
+        while self._expires_at is None:
+            await self._expiry_known.wait()
+        return self._expires_at
+
+    @property
+    def quiet(self) -> bool:
+        """Nobody is talking: no response under way, the user not speaking, no audio playing."""
+        return not self.stats.responding and not self.stats.speaking and self._playing is None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -459,6 +581,10 @@ class EventPipeline:
                     pending=self.transcript.pending,
                     timeout_s=TRANSCRIPT_CLOSE_TIMEOUT,
                 )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _error_code(event: Event) -> object:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from gateway.call.link import UpstreamLink
 from gateway.call.pipeline import EventPipeline
 from gateway.config import IceServer
 from gateway.errors import InvalidOffer
@@ -35,7 +36,7 @@ from gateway.tools.coordinator import ServerCall, ToolCoordinator
 from gateway.tools.live import LiveToolCoordinator
 from gateway.transcripts import TranscriptWriter
 from gateway.types import Event, Reply
-from gateway.upstream.base import Upstream, UpstreamFactory
+from gateway.upstream.base import Upstream, UpstreamFactory, end_session
 
 if TYPE_CHECKING:
     from gateway.call.call import Call
@@ -84,6 +85,12 @@ class LegOptions:
     peer_timeout: float = 6.0
     idle_timeout: float = 600.0
     max_duration: float = 3600.0
+    # Replace a Realtime call's upstream session that expires or fails, keeping the browser's
+    # call (passthrough media only); what the conversation replay may spend; how early a
+    # session known to expire is replaced.
+    continuity: bool = False
+    replay_tokens: int = 8000
+    continuity_lead: float = 60.0
     # The browser leg's sockets in ice_port_range, for readiness (shared by every call).
     port_usage: PortUsage | None = None
 
@@ -158,29 +165,32 @@ async def open_call(
         else:
             if not dial.cancelled():
                 dial.exception()  # retrieved: the error being raised is the one that matters
-            await _end_upstream(upstream)
+            await end_session(upstream)
         await browser.close()
         raise
+    link = UpstreamLink(upstream)
     return Call(
         call_id=call_id,
         request=request,
         browser=browser,
-        upstream=upstream,
+        link=link,
         media=media,
         options=options,
         answer_sdp=answer_sdp,
         services=services,
         pipeline=make_pipeline(
-            call_id, request, upstream, services, to_browser=browser.send, recorder=recorder
+            call_id,
+            request,
+            link,
+            services,
+            to_browser=browser.send,
+            recorder=recorder,
+            continuity=options.continuity,
         ),
         created_at=started_at,
+        upstreams=upstreams,
         recorder=recorder,
     )
-
-
-async def _end_upstream(upstream: Upstream) -> None:
-    await upstream.close()
-    await upstream.hangup()
 
 
 async def _end_when_dialled(dial: asyncio.Future[None], upstream: Upstream) -> None:
@@ -189,21 +199,22 @@ async def _end_when_dialled(dial: asyncio.Future[None], upstream: Upstream) -> N
         await dial  # bounded by the upstream's own timeout
     except Exception:
         pass
-    await _end_upstream(upstream)
+    await end_session(upstream)
 
 
 def make_pipeline(
     call_id: str,
     request: CallRequest,
-    upstream: Upstream,
+    link: UpstreamLink,
     services: CallServices,
     *,
     to_browser: Reply,
     recorder: CallRecorder | None = None,
+    continuity: bool = False,
 ) -> EventPipeline:
     info = CallInfo(
         call_id=call_id,
-        upstream_call_id=upstream.session_id,
+        upstream_call_id=link.current.session_id,
         dialect=request.dialect,
         session=request.session,
         started_at=time.time(),
@@ -224,7 +235,7 @@ def make_pipeline(
         pipeline_ref[0].tool_finished(call, result)
 
     def send(event: Event) -> None:
-        upstream.send(encode_event(event))
+        link.send(encode_event(event))
 
     # A Live model calls functions only through its Responses delegate (its delegation type
     # is fixed at creation); other Live sessions have no calls to run.
@@ -242,6 +253,7 @@ def make_pipeline(
         transcript=transcript,
         recorder=recorder,
         to_browser=to_browser,
+        continuity=continuity,
     )
     pipeline_ref.append(pipeline)
     return pipeline

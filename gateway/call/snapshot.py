@@ -39,6 +39,8 @@ class CallSnapshot:
     outcome: str | None = None
     voice_seconds: float | None = None
     """A Live session's voice seconds, as its upstream last reported them (None: Realtime)."""
+    upstream_sessions: int = 1
+    """Upstream sessions that carried the call (more than one: continuity replaced some)."""
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
@@ -58,6 +60,7 @@ class CallSnapshot:
             "audio_dropped": dict(self.audio_dropped),
             "messages_dropped": dict(self.messages_dropped),
             "transcript_dropped": self.transcript_dropped,
+            "upstream_sessions": self.upstream_sessions,
             **(dict(self.recording) if self.recording is not None else {}),
             **({"voice_seconds": self.voice_seconds} if self.voice_seconds is not None else {}),
         }
@@ -95,4 +98,5 @@ class CallSnapshot:
             if self.voice_seconds is None
             else {"seconds": self.voice_seconds},
             "audio_packets": dict(self.audio_packets),
+            "upstream_sessions": self.upstream_sessions,
         }

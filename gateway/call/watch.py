@@ -32,6 +32,9 @@ async def end(call: Call) -> EndReason:
         asyncio.ensure_future(_connect_deadline(call)): "connect_timeout",
         asyncio.ensure_future(_liveness(call)): "liveness",
     }
+    if call.continuity is not None:
+        # The session says it expired: replaced at once, not when it closes.
+        waits[asyncio.ensure_future(call.pipeline.expiring.wait())] = "expiring"
     try:
         done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -56,6 +59,8 @@ async def end(call: Call) -> EndReason:
         result = first.result()
         assert isinstance(result, EndReason)
         return result
+    if which == "expiring":
+        return EndReason.SESSION_EXPIRED
     if which == "connect_timeout":
         return EndReason.CONNECT_TIMEOUT
     return call.end_reason or EndReason.HANGUP
@@ -138,9 +143,13 @@ async def quality(call: Call) -> None:
     """Receive-side RTCP statistics of both legs: packets lost (counted), jitter (kept on the
     call, where the jitter gauge reads the highest of the live calls)."""
     lost_seen = {"browser": 0, "upstream": 0}
-    legs = (("browser", call.browser.receive_quality), ("upstream", call.upstream.receive_quality))
+    upstream = call.upstream
     while True:
         await asyncio.sleep(STATS_INTERVAL)
+        if call.upstream is not upstream:
+            # A new upstream session (continuity) counts its losses from zero.
+            upstream, lost_seen["upstream"] = call.upstream, 0
+        legs = (("browser", call.browser.receive_quality), ("upstream", upstream.receive_quality))
         for leg, measure in legs:
             lost, jitter = await measure()
             call.metrics.audio_lost(leg, max(0, lost - lost_seen[leg]))

@@ -69,6 +69,13 @@ class Settings:
     peer_timeout: float = 6.0
     idle_timeout: float = 600.0
     max_call_duration: float = 3600.0
+    # A call outlives its upstream session: a new one is opened under it when the old one
+    # expires or fails, seeded with the conversation (passthrough media only).
+    continuity: bool = False
+    # At most this many tokens (estimated) of the conversation seed a replacement session.
+    continuity_replay_tokens: int = 8000
+    # A session known to expire is replaced this many seconds before, at a quiet moment.
+    continuity_lead: float = 60.0
     calls_per_minute_per_ip: int = 30
     calls_per_minute_per_token: int = 10
     drain_timeout: float = 30.0
@@ -140,6 +147,19 @@ class Settings:
         if not upstream_ice and openai_key is None:
             # The built-in emulator listens on loopback only.
             upstream_ice = ("127.0.0.1",)
+        media = _choice(
+            "GATEWAY_MEDIA",
+            env.get("GATEWAY_MEDIA", "passthrough").lower(),
+            ("passthrough", "transcode"),
+        )
+        continuity = _bool(
+            "GATEWAY_CONTINUITY", env.get("GATEWAY_CONTINUITY"), media == "passthrough"
+        )
+        if continuity and media != "passthrough":
+            raise ConfigError(
+                "GATEWAY_CONTINUITY=true needs GATEWAY_MEDIA=passthrough: a transcoded call "
+                "cannot change its upstream session"
+            )
         values: dict[str, Any] = {
             "host": env.get("GATEWAY_HOST", cls.host),
             "port": _int("GATEWAY_PORT", env.get("GATEWAY_PORT"), cls.port, 0, 65535),
@@ -187,11 +207,7 @@ class Settings:
                 env.get("GATEWAY_LOG_FORMAT", "auto").lower(),
                 ("auto", "json", "console"),
             ),
-            "media": _choice(
-                "GATEWAY_MEDIA",
-                env.get("GATEWAY_MEDIA", "passthrough").lower(),
-                ("passthrough", "transcode"),
-            ),
+            "media": media,
             "max_calls": _int("GATEWAY_MAX_CALLS", env.get("GATEWAY_MAX_CALLS"), 100, 1, 100000),
             "connect_timeout": _float(
                 "GATEWAY_CONNECT_TIMEOUT", env.get("GATEWAY_CONNECT_TIMEOUT"), 20.0, 1.0, 300.0
@@ -202,12 +218,24 @@ class Settings:
             "idle_timeout": _float(
                 "GATEWAY_IDLE_TIMEOUT", env.get("GATEWAY_IDLE_TIMEOUT"), 600.0, 1.0, 86400.0
             ),
+            # With continuity a call is not bound by the upstream's 60 minutes; a cap stays.
             "max_call_duration": _float(
                 "GATEWAY_MAX_CALL_DURATION",
                 env.get("GATEWAY_MAX_CALL_DURATION"),
-                3600.0,
+                4 * 3600.0 if continuity else 3600.0,
                 1.0,
                 86400.0,
+            ),
+            "continuity": continuity,
+            "continuity_replay_tokens": _int(
+                "GATEWAY_CONTINUITY_REPLAY_TOKENS",
+                env.get("GATEWAY_CONTINUITY_REPLAY_TOKENS"),
+                8000,
+                0,
+                1_000_000,
+            ),
+            "continuity_lead": _float(
+                "GATEWAY_CONTINUITY_LEAD", env.get("GATEWAY_CONTINUITY_LEAD"), 60.0, 0.0, 3600.0
             ),
             "calls_per_minute_per_ip": _int(
                 "GATEWAY_CALLS_PER_MINUTE_PER_IP",

@@ -132,6 +132,7 @@ class EmulatorCall:
                 initial_session=initial_session,
                 playback_position=lambda: self._track.position_ms,
                 max_echo_ms=options.max_echo_seconds * 1000,
+                lifetime_s=options.max_call_seconds,
             )
         self._pc: OwnedPeerConnection | None = None
         self._channel: RTCDataChannel | None = None

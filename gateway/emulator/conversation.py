@@ -61,8 +61,9 @@ class Conversation:
         initial_session: sess.Session | None = None,
         playback_position: Callable[[], float] = lambda: 0.0,
         max_echo_ms: float = 30_000.0,
+        lifetime_s: float = 3600.0,
     ) -> None:
-        self.session = sess.default_session(model, vad)
+        self.session = sess.default_session(model, vad, lifetime_s=lifetime_s)
         if initial_session:
             self.session = sess.apply_update(self.session, initial_session)
         self.id = sess.new_id("conv_")

@@ -31,8 +31,10 @@ def new_id(prefix: str, length: int = 21) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def default_session(model: str, vad: VadConfig, *, now: float | None = None) -> Session:
-    created = int(time.time() if now is None else now)
+def default_session(
+    model: str, vad: VadConfig, *, now: float | None = None, lifetime_s: float = 3600.0
+) -> Session:
+    now = time.time() if now is None else now
     audio_format = {"type": "audio/pcm", "rate": 24000}
     return {
         "type": "realtime",
@@ -47,7 +49,7 @@ def default_session(model: str, vad: VadConfig, *, now: float | None = None) -> 
         "tracing": None,
         "truncation": "auto",
         "prompt": None,
-        "expires_at": created + 3600,
+        "expires_at": int(now + lifetime_s),
         "include": None,
         "audio": {
             "input": {

@@ -65,3 +65,9 @@ class Upstream(Protocol):
 
 UpstreamFactory = Callable[[MediaPath], Upstream]
 """Makes the upstream session of one call, bound to that call's media path."""
+
+
+async def end_session(upstream: Upstream) -> None:
+    """Close ``upstream``'s transport, then hang the session up (it stops billing)."""
+    await upstream.close()
+    await upstream.hangup()

@@ -174,3 +174,35 @@ class TestClusterSettings:
         with pytest.raises(ConfigError) as info:
             Settings.from_env({name: value})
         assert name in str(info.value)
+
+
+class TestContinuitySettings:
+    def test_on_by_default_with_a_longer_cap(self) -> None:
+        settings = Settings.from_env({})
+        assert settings.continuity is True
+        assert settings.max_call_duration == 4 * 3600
+        assert (settings.continuity_lead, settings.continuity_replay_tokens) == (60.0, 8000)
+
+    def test_off_keeps_openais_cap(self) -> None:
+        settings = Settings.from_env({"GATEWAY_CONTINUITY": "false"})
+        assert settings.continuity is False
+        assert settings.max_call_duration == 3600
+
+    def test_transcoding_turns_it_off_unless_asked_for(self) -> None:
+        assert Settings.from_env({"GATEWAY_MEDIA": "transcode"}).continuity is False
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({"GATEWAY_MEDIA": "transcode", "GATEWAY_CONTINUITY": "true"})
+        assert str(info.value).startswith("GATEWAY_CONTINUITY")
+        assert "\n" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("GATEWAY_CONTINUITY", "maybe"),
+            ("GATEWAY_CONTINUITY_LEAD", "-1"),
+            ("GATEWAY_CONTINUITY_REPLAY_TOKENS", "lots"),
+        ],
+    )
+    def test_bad_values_name_the_setting(self, name: str, value: str) -> None:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
