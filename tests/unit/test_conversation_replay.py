@@ -247,3 +247,15 @@ def test_a_flood_of_large_items_is_held_to_a_bound() -> None:
     assert c._chars == sum(e.size() for e in c._items.values())
     c.feed({"type": "conversation.item.deleted", "item_id": "item_198"})
     assert c._chars == sum(e.size() for e in c._items.values())
+
+
+def test_replay_events_are_valid_in_openais_own_types() -> None:
+    """Every replayed event is a conversation.item.create as OpenAI's SDK defines it."""
+    from openai.types.realtime import ConversationItemCreateEvent
+
+    c = spoken_call()
+    for n in range(3):
+        c.feed(done(message(f"item_x{n}", "user", "input_text", "z" * 400)))
+    for event in c.replay(150).events:
+        parsed = ConversationItemCreateEvent.model_validate(event, strict=True)
+        assert parsed.model_dump(exclude_none=True, exclude_unset=True) == event
