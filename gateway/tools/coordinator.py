@@ -13,7 +13,10 @@ The coordinator sits on both event streams of a call:
 When a response with server calls is done and every call has finished, the outputs go upstream
 as ``function_call_output`` items followed by one ``response.create`` — sent only while no
 response is active, and sent again after the next ``response.done`` if the upstream still says
-``conversation_already_has_active_response``.
+``conversation_already_has_active_response``. A response that also called the browser's own
+tools is continued once, not twice: the browser answers its calls and asks for the next
+response itself, so the gateway's outputs go in first and its own ``response.create`` is left
+out, unless the browser had already continued, or does not within :data:`BROWSER_GRACE`.
 
 Hidden items stay hidden: the ``function_call`` items of server tools and the
 ``function_call_output`` items that answer them.
@@ -49,6 +52,52 @@ from gateway.types import Event
 log = structlog.get_logger(__name__)
 
 Runner = Callable[[Tool, str], Coroutine[Any, Any, ToolResult]]
+
+# How long the gateway's outputs wait for a browser that has calls of its own to answer to ask
+# for the next response itself, before the gateway asks.
+BROWSER_GRACE: Final = 5.0
+
+
+class BrowserTurn:
+    """Whether the browser will continue a response that called its tools too: one
+    ``response.create`` continues it, whoever sends it."""
+
+    def __init__(self) -> None:
+        self._expected = False
+        self._continued = asyncio.Event()
+
+    def expect(self) -> None:
+        """A response ended with calls of the browser's: it will ask for the next one."""
+        self._expected = True
+        self._continued.clear()
+
+    def continued(self) -> None:
+        """The browser asked for a response."""
+        self._continued.set()
+
+    async def continues(self) -> bool:
+        """After the gateway's outputs went in: True if the browser asks for the next response
+        (within :data:`BROWSER_GRACE`), so the gateway need not; False if it already had,
+        before them."""
+        if not self._expected or self._continued.is_set():
+            self._expected = False
+            return False
+        try:
+            async with asyncio.timeout(BROWSER_GRACE):
+                await self._continued.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._expected = False
+        return True
+
+
+def calls_browser_tools(output: Any, server: frozenset[str]) -> bool:
+    """Whether a finished response's ``output`` holds a function call the browser answers."""
+    return isinstance(output, list) and any(
+        isinstance(o, dict) and o.get("type") == "function_call" and o.get("name") not in server
+        for o in output
+    )
 
 
 @dataclass
@@ -99,6 +148,7 @@ class ToolCoordinator:
         self._active_response: str | None = None
         self._want_response = False
         self._answering: set[asyncio.Task[None]] = set()
+        self._browser_turn = BrowserTurn()
 
     @property
     def enabled(self) -> bool:
@@ -123,6 +173,7 @@ class ToolCoordinator:
         if kind == "session.update":
             key = "session"
         elif kind == "response.create":
+            self._browser_turn.continued()
             key = "response"
             response = event.get("response")
             items = response.get("input") if isinstance(response, dict) else None
@@ -287,6 +338,9 @@ class ToolCoordinator:
         pending = [
             c for c in self._calls.values() if c.response_id == response_id and not c.answered
         ]
+        if pending and isinstance(response, dict):
+            if calls_browser_tools(response.get("output"), frozenset(self._registry.names())):
+                self._browser_turn.expect()
         if pending:
             task = asyncio.get_running_loop().create_task(self._answer(pending))
             self._answering.add(task)
@@ -326,6 +380,8 @@ class ToolCoordinator:
             call.answered = True
         for item in await outputs(calls, self._on_result):
             self._inject({"type": "conversation.item.create", "item": item})
+        if await self._browser_turn.continues():
+            return  # the browser's own response.create reads these outputs too
         self._request_response()
 
     def _request_response(self) -> None:

@@ -15,8 +15,9 @@ client as ``response.event`` events, each wrapping one Responses stream event
 * When the delegate's response is over (a nested ``response.completed``, ``incomplete`` or
   ``failed``) and its server calls have finished, their outputs go upstream as
   ``response.item.create`` ``function_call_output`` items, then one ``response.create`` lets
-  the delegate continue. ``error`` events answering those commands are the gateway's own and
-  reach no one but the log.
+  the delegate continue — left to the browser when the response called its tools too, as for
+  Realtime (:class:`~gateway.tools.coordinator.BrowserTurn`). ``error`` events answering
+  those commands are the gateway's own and reach no one but the log.
 * client → upstream: a ``response.item.create`` that forges a server call (a
   ``function_call`` named like a server tool, or any item reusing a server call's
   ``call_id``) is refused (``tool_name_reserved``, ``tool_call_reserved``): the call has one
@@ -39,7 +40,13 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.events import new_event_id
 from gateway.protocol.live import with_server_tools, without_tools
 from gateway.tools.base import ToolResult
-from gateway.tools.coordinator import Runner, ServerCall, outputs
+from gateway.tools.coordinator import (
+    BrowserTurn,
+    Runner,
+    ServerCall,
+    calls_browser_tools,
+    outputs,
+)
 from gateway.tools.registry import ToolRegistry
 from gateway.tools.runner import run_tool
 from gateway.types import Event
@@ -82,6 +89,7 @@ class LiveToolCoordinator:
         self._responses: dict[str | None, str | None] = {}
         self._ours: set[str] = set()  # event_ids of the commands the gateway sends
         self._answering: set[asyncio.Task[None]] = set()
+        self._browser_turn = BrowserTurn()
 
     @property
     def enabled(self) -> bool:
@@ -95,6 +103,9 @@ class LiveToolCoordinator:
         kind = event.get("type")
         if kind == "response.item.create":
             self._check_item(event.get("item"))
+            return event
+        if kind == "response.create":
+            self._browser_turn.continued()
             return event
         if kind == "session.update":
             patch = event.get("session")
@@ -161,7 +172,9 @@ class LiveToolCoordinator:
             self._start(pending, nested.get("arguments"))
             return None
         if nested_kind in _RESPONSE_ENDED:
-            self._response_ended(delegation_id)
+            response = nested.get("response")
+            output = response.get("output") if isinstance(response, dict) else None
+            self._response_ended(delegation_id, calls_browser_tools(output, self._names))
         return event
 
     def shown(self, event: Event) -> Event:
@@ -219,7 +232,7 @@ class LiveToolCoordinator:
         pending.call = call
         log.info("tool.started", tool=tool.name, tool_call_id=call.call_id, dialect="live")
 
-    def _response_ended(self, delegation_id: str | None) -> None:
+    def _response_ended(self, delegation_id: str | None, browser_calls: bool) -> None:
         response_id = self._responses.pop(delegation_id, None)
         calls = [
             p.call
@@ -231,6 +244,8 @@ class LiveToolCoordinator:
         ]
         if not calls:
             return
+        if browser_calls:
+            self._browser_turn.expect()
         for call in calls:
             call.answered = True
         task = asyncio.get_running_loop().create_task(self._answer(calls))
@@ -254,6 +269,8 @@ class LiveToolCoordinator:
     async def _answer(self, calls: list[ServerCall]) -> None:
         for item in await outputs(calls, self._on_result, dialect="live"):
             self._inject({"type": "response.item.create", "item": item})
+        if await self._browser_turn.continues():
+            return  # the browser's own response.create continues the delegate
         # No body: it continues the delegated response that waits for these outputs.
         self._inject({"type": "response.create"})
 

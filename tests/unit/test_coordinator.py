@@ -368,3 +368,67 @@ class TestForgedServerItems:
         item = {"type": "function_call", "name": ["weather"], "call_id": {}}
         event = {"type": "conversation.item.create", "item": item}
         assert tools.client_event(event) is event
+
+
+class TestOneContinuation:
+    """A response that called a browser tool and a server tool is continued once."""
+
+    def mixed_done(self, tools: ToolCoordinator) -> None:
+        for event in call_events():
+            tools.server_event(event)
+        tools.server_event(
+            {
+                "type": "response.done",
+                "response": {
+                    "id": "resp_1",
+                    "output": [
+                        {"type": "function_call", "name": "weather"},
+                        {"type": "function_call", "name": "open_map", "call_id": "call_b"},
+                    ],
+                },
+            }
+        )
+
+    async def test_the_browsers_response_create_continues_it(self) -> None:
+        tools, sent = coordinator()
+        self.mixed_done(tools)
+        for _ in range(50):
+            if sent:
+                break
+            await asyncio.sleep(0.01)
+        assert [e["type"] for e in sent] == ["conversation.item.create"]
+        # The browser answers its call and asks for the next response: that one is enough.
+        tools.client_event({"type": "response.create"})
+        await asyncio.sleep(0.05)
+        assert [e["type"] for e in sent] == ["conversation.item.create"]
+        await tools.aclose()
+
+    async def test_a_browser_that_does_not_continue_is_not_waited_for_long(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("gateway.tools.coordinator.BROWSER_GRACE", 0.05)
+        tools, sent = coordinator()
+        self.mixed_done(tools)
+        for _ in range(50):
+            if len(sent) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [e["type"] for e in sent] == ["conversation.item.create", "response.create"]
+
+    async def test_a_browser_that_continued_first_gets_the_output_answered_after(self) -> None:
+        tools, sent = coordinator()
+        gate = asyncio.Event()
+
+        async def slow(t: Tool, args: str) -> ToolResult:
+            await gate.wait()
+            return ToolResult(output="{}", status="ok", seconds=0.0)
+
+        tools._run = slow
+        self.mixed_done(tools)
+        tools.client_event({"type": "response.create"})  # before the server tool finished
+        gate.set()
+        for _ in range(50):
+            if len(sent) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [e["type"] for e in sent] == ["conversation.item.create", "response.create"]

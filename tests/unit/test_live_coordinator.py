@@ -324,3 +324,37 @@ class TestEmulatorLiveConversation:
         with pytest.raises(EmulatorInvalidRequest) as caught:
             conversation.handle({"type": "response.create"})
         assert caught.value.code == "invalid_delegation"
+
+
+class TestOneContinuation:
+    """A delegated response that called the app's tool and a server tool continues once."""
+
+    def mixed(self) -> DelegatedStream:
+        stream = server_call_stream()
+        completed = stream.closing[-1]["event"]
+        assert completed["type"] == "response.completed"
+        completed["response"]["output"].append(
+            {"type": "function_call", "name": "show_map", "call_id": "call_app", "arguments": "{}"}
+        )
+        return stream
+
+    async def test_the_browsers_response_create_continues_it(self) -> None:
+        tools, sent, _ = coordinator()
+        for event in every(self.mixed()):
+            tools.server_event(event)
+        await settle()
+        assert [e["type"] for e in sent] == ["response.item.create"]
+        tools.client_event({"type": "response.create"})
+        await settle()
+        assert [e["type"] for e in sent] == ["response.item.create"]
+        await tools.aclose()
+
+    async def test_a_silent_browser_is_not_waited_for_long(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("gateway.tools.coordinator.BROWSER_GRACE", 0.05)
+        tools, sent, _ = coordinator()
+        for event in every(self.mixed()):
+            tools.server_event(event)
+        await asyncio.sleep(0.15)
+        assert [e["type"] for e in sent] == ["response.item.create", "response.create"]
