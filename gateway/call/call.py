@@ -162,6 +162,7 @@ class Call:
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
             voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
             upstream_sessions=len(self.link.sessions) or 1,
+            upstream_call_ids=tuple(self.link.sessions),
         )
 
     # -- running -----------------------------------------------------------------------------------

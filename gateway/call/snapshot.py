@@ -41,6 +41,8 @@ class CallSnapshot:
     """A Live session's voice seconds, as its upstream last reported them (None: Realtime)."""
     upstream_sessions: int = 1
     """Upstream sessions that carried the call (more than one: continuity replaced some)."""
+    upstream_call_ids: tuple[str, ...] = ()
+    """Their ids, oldest first."""
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
@@ -61,6 +63,11 @@ class CallSnapshot:
             "messages_dropped": dict(self.messages_dropped),
             "transcript_dropped": self.transcript_dropped,
             "upstream_sessions": self.upstream_sessions,
+            **(
+                {"upstream_call_ids": list(self.upstream_call_ids)}
+                if self.upstream_sessions > 1
+                else {}
+            ),
             **(dict(self.recording) if self.recording is not None else {}),
             **({"voice_seconds": self.voice_seconds} if self.voice_seconds is not None else {}),
         }

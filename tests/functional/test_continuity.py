@@ -152,6 +152,8 @@ async def test_a_call_outlives_sessions_that_expire_and_each_new_one_knows_the_c
         assert ended["reason"] == "hangup"
         swaps = lines(logs, "continuity.swapped")
         assert ended["upstream_sessions"] == len(swaps) + 1 >= 4
+        assert ended["upstream_call_ids"][1:] == [s["upstream_call_id"] for s in swaps]
+        assert ended["upstream_call_ids"][0] == ended_first_id(logs)
         assert {s["reason"] for s in swaps} == {"expired"}
         # The browser never saw a seam.
         assert len(peer.events_of("session.created")) == 1
@@ -566,3 +568,8 @@ async def test_a_browser_flooding_during_a_replacement_is_held_to_a_bound(
         assert peer.pc is not None and peer.pc.connectionState == "connected"
     finally:
         await peer.close()
+
+
+def ended_first_id(logs: list[MutableMapping[str, Any]]) -> str:
+    (started,) = lines(logs, "call.started")
+    return str(started["upstream_call_id"])
