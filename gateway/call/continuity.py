@@ -117,9 +117,19 @@ class Continuity:
         while True:
             expires_at = await call.pipeline.session_expiry()
             current = call.upstream
-            delay = expires_at - lead - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            delay = expires_at - lead - time.monotonic()
+            if delay <= 0:
+                # Less notice than the lead, as soon as it began: the clocks disagree, or the
+                # session is shorter than the lead. Renewing now would renew in a loop; its
+                # expiry is handled as it comes instead.
+                log.info(
+                    "continuity.renewal_skipped",
+                    call_id=call.call_id,
+                    expires_in=round(delay + lead, 1),
+                )
+                await self._wait_replaced(current)
+                continue
+            await asyncio.sleep(delay)
             if not await self._quiet_before(expires_at):
                 await self._wait_replaced(current)  # the expiry is handled as it comes
                 continue
@@ -156,7 +166,7 @@ class Continuity:
         """Wait for a quiet moment; False if the session expires first."""
         pipeline = self._call.pipeline
         while not pipeline.quiet:
-            if time.time() >= expires_at:
+            if time.monotonic() >= expires_at:
                 return False
             await asyncio.sleep(QUIET_POLL)
         return True

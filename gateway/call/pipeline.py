@@ -140,7 +140,8 @@ class EventPipeline:
         self.held_expiry: Message | None = None
         self._response_id: str | None = None
         self._playing: str | None = None
-        # When the current upstream session says it expires (its session.created's expires_at).
+        # When the current upstream session expires, on this host's monotonic clock: its
+        # session.created's expires_at, read against the wall clock as it arrived.
         self._expires_at: float | None = None
         self._expiry_known = asyncio.Event()
         self.concealed = False
@@ -296,7 +297,8 @@ class EventPipeline:
             self.session = event["session"]
             expires_at = self.session.get("expires_at")
             if kind == "session.created" and _finite(expires_at):
-                self._expires_at = float(cast(float, expires_at))
+                remaining = float(cast(float, expires_at)) - time.time()
+                self._expires_at = time.monotonic() + remaining
                 self._expiry_known.set()
         elif kind == "response.done":
             self._count_usage(event)
@@ -452,7 +454,8 @@ class EventPipeline:
         self._expiry_known.clear()
 
     async def session_expiry(self) -> float:
-        """When the current upstream session expires (Unix time), once it has said so."""
+        """When the current upstream session expires (``time.monotonic()``), once it has
+        said so."""
         while self._expires_at is None:
             await self._expiry_known.wait()
         return self._expires_at

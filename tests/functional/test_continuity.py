@@ -573,3 +573,22 @@ async def test_a_browser_flooding_during_a_replacement_is_held_to_a_bound(
 def ended_first_id(logs: list[MutableMapping[str, Any]]) -> str:
     (started,) = lines(logs, "call.started")
     return str(started["upstream_call_id"])
+
+
+async def test_a_session_shorter_than_the_lead_is_not_renewed_in_a_loop(
+    aiohttp_client: AiohttpClient, expiring: Emulator
+) -> None:
+    """Less notice than the lead (a short session, or a host clock ahead of OpenAI's): no
+    proactive renewal, which would renew at once, again and again; its expiry is bridged."""
+    gateway, _ = await gateway_for(aiohttp_client, expiring, continuity_lead=LIMIT_S + 5)
+    peer = TestPeer()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await dial(gateway, peer)
+            await until(lambda: bool(lines(logs, "continuity.swapped")), LIMIT_S + 8)
+            await asyncio.sleep(0.5)
+        swaps = lines(logs, "continuity.swapped")
+        assert [s["reason"] for s in swaps] == ["expired"]
+        assert len(lines(logs, "continuity.renewal_skipped")) >= 1
+    finally:
+        await peer.close()
