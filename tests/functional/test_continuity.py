@@ -67,6 +67,22 @@ async def gateway_for(
     return await aiohttp_client(create_app(settings, registry=registry)), registry
 
 
+async def fake_gateway(
+    aiohttp_client: AiohttpClient, **overrides: Any
+) -> tuple[Client, FakeUpstreams]:
+    """A gateway with continuity whose upstream sessions are scripted stand-ins."""
+    fakes = FakeUpstreams(Script(audio=True))
+    values: dict[str, Any] = {
+        "openai_api_key": Secret("sk-test-not-used"),
+        "gateway_api_key": Secret(GATEWAY_KEY),
+        "ice_addresses": LOOPBACK,
+        "continuity": True,
+        "continuity_lead": 0.0,
+    }
+    values.update(overrides)
+    return await aiohttp_client(create_app(Settings(**values), upstreams=fakes)), fakes
+
+
 async def dial(gateway: Client, peer: TestPeer) -> None:
     result = await peer.connect(
         gateway.session, str(gateway.make_url("/v1/realtime/calls")), await mint(gateway)
@@ -305,15 +321,7 @@ async def test_server_tools_and_the_transcript_go_on_across_a_swap(
 async def test_when_no_new_session_can_be_had_the_call_ends_cleanly(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    fakes = FakeUpstreams(Script(audio=True))
-    settings = Settings(
-        openai_api_key=Secret("sk-test-not-used"),
-        gateway_api_key=Secret(GATEWAY_KEY),
-        ice_addresses=LOOPBACK,
-        continuity=True,
-        continuity_lead=0.0,
-    )
-    gateway = await aiohttp_client(create_app(settings, upstreams=fakes))
+    gateway, fakes = await fake_gateway(aiohttp_client)
     peer = TestPeer()
     try:
         with structlog.testing.capture_logs() as logs:
@@ -504,15 +512,7 @@ async def test_the_recording_keeps_its_timeline_across_a_swap(
 async def test_a_hangup_during_a_replacement_ends_the_call_at_once(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    fakes = FakeUpstreams(Script(audio=True))
-    settings = Settings(
-        openai_api_key=Secret("sk-test-not-used"),
-        gateway_api_key=Secret(GATEWAY_KEY),
-        ice_addresses=LOOPBACK,
-        continuity=True,
-        continuity_lead=0.0,
-    )
-    gateway = await aiohttp_client(create_app(settings, upstreams=fakes))
+    gateway, fakes = await fake_gateway(aiohttp_client)
     peer = TestPeer()
     try:
         with structlog.testing.capture_logs() as logs:
@@ -538,16 +538,7 @@ async def test_a_browser_flooding_during_a_replacement_is_held_to_a_bound(
 ) -> None:
     """What a browser sends while the new session is dialled waits for it, in order, up to a
     bound; beyond it events are dropped and counted, and the call goes on."""
-    fakes = FakeUpstreams(Script(audio=True))
-    settings = Settings(
-        openai_api_key=Secret("sk-test-not-used"),
-        gateway_api_key=Secret(GATEWAY_KEY),
-        ice_addresses=LOOPBACK,
-        continuity=True,
-        continuity_lead=0.0,
-        events_per_second=100000.0,
-    )
-    gateway = await aiohttp_client(create_app(settings, upstreams=fakes))
+    gateway, fakes = await fake_gateway(aiohttp_client, events_per_second=100000.0)
     peer = TestPeer()
     try:
         with structlog.testing.capture_logs() as logs:
