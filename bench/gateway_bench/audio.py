@@ -77,6 +77,12 @@ def _encode(pcm: npt.NDArray[np.int16], bit_rate: int) -> list[bytes]:
     return out
 
 
+def silence_packet(bit_rate: int = 32_000) -> bytes:
+    """One Opus packet of digital silence, from past the encoder's start-up."""
+    packets = _encode(np.zeros(FRAME_SAMPLES * _WARMUP_FRAMES, dtype=np.int16), bit_rate)
+    return packets[_WARMUP_FRAMES // 2]
+
+
 class OnsetDecoder:
     """Decodes Opus packets to mono float samples, only while asked to (a fresh state each time)."""
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -37,6 +37,7 @@ from gateway_bench.report import RECORDING_PHASE
 from gateway_bench.upstream import BenchUpstream
 
 MODES = ("passthrough", "transcode")
+CONTINUITY_CALLS = 5  # --continuity's default --calls
 RECORDINGS_TIMEOUT = 120.0
 
 
@@ -104,7 +105,11 @@ def parser() -> argparse.ArgumentParser:
         "data-channel latency, for each media mode, in one run.",
     )
     p.add_argument(
-        "--calls", type=_positive_int, default=10, metavar="N", help="concurrent calls (10)"
+        "--calls",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help=f"concurrent calls (10; --continuity: {CONTINUITY_CALLS})",
     )
     p.add_argument(
         "--seconds",
@@ -180,6 +185,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="instead of the rest: N whole calls, two at a time, through a gateway on its "
         "built-in emulator, sampling its memory (it should stay flat)",
+    )
+    continuity = p.add_argument_group("continuity")
+    continuity.add_argument(
+        "--continuity",
+        action="store_true",
+        help="instead of the rest: the audio pause a browser hears when its call changes "
+        "upstream session, on --calls calls for --seconds per phase, through a gateway on the "
+        "emulator with 5 s sessions: replaced on expiry, ahead of it, and on a killed leg",
     )
     soak = p.add_argument_group("soak")
     soak.add_argument(
@@ -452,7 +465,18 @@ class Runner:
 CLEANUP_LIMIT = 45.0  # after a Ctrl-C, the orderly teardown gets this long before a hard exit
 
 
-async def _interruptible(runner: Runner) -> dict[str, Any]:
+class _Run(Protocol):
+    """What :func:`_interruptible` needs of a run: the gateways it started, and its progress."""
+
+    gateways: list[GatewayProcess]
+    interrupted: int
+
+    def progress(self, message: str) -> None: ...
+
+    async def run(self) -> dict[str, Any]: ...
+
+
+async def _interruptible(runner: _Run) -> dict[str, Any]:
     """Run, turning SIGINT/SIGTERM into an orderly, bounded teardown; a second one forces it.
 
     asyncio's own Ctrl-C handling raises KeyboardInterrupt inside whatever callback runs at the
@@ -486,8 +510,19 @@ async def _interruptible(runner: Runner) -> dict[str, Any]:
             loop.remove_signal_handler(sig)
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The flags, with the defaults that depend on the mode filled in."""
+    # A namespace holding calls=None keeps argparse's default out: None means "not given".
+    args = parser().parse_args(list(argv), namespace=argparse.Namespace(calls=None))
+    if args.calls is None:
+        args.calls = CONTINUITY_CALLS if args.continuity else 10
+    return args
+
+
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(list(argv))
+    args = parse(argv)
+    if args.continuity:
+        return _continuity(args)
     if args.emulator_churn:
         from gateway_bench import churn
 
@@ -523,6 +558,37 @@ def main(argv: Sequence[str]) -> int:
         print(render(result))
     else:
         print(table.render(result))
+    return 0
+
+
+def _continuity(args: argparse.Namespace) -> int:
+    from gateway_bench import continuity
+
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            elapsed = time.monotonic() - started
+            print(f"bench [{elapsed:5.1f} s]: {line}", file=sys.stderr, flush=True)
+
+    config = continuity.ContinuityConfig(
+        calls=args.calls, seconds=args.seconds, source=args.gateway_source
+    )
+    runner = continuity.ContinuityRunner(config, progress)
+    try:
+        result = asyncio.run(_interruptible(runner))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for gateway in runner.gateways:  # only if teardown itself was cut short
+            gateway.kill_now()
+    print(
+        json.dumps(result, indent=2, ensure_ascii=False) if args.json else continuity.render(result)
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -78,6 +78,8 @@ class GatewayProcess:
         self.key = key
         self.probe = ProcessProbe(proc.pid, tree=tree)
         self.output: deque[str] = deque(maxlen=200)
+        # Called with every line of the gateway's output as it is read (e.g. to follow its log).
+        self.on_line: Callable[[str], None] | None = None
         self._reader = asyncio.get_running_loop().create_task(
             self._read_output(), name="bench-gateway-output"
         )
@@ -189,4 +191,7 @@ class GatewayProcess:
     async def _read_output(self) -> None:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
-            self.output.append(line.decode("utf-8", "replace").rstrip())
+            text = line.decode("utf-8", "replace").rstrip()
+            self.output.append(text)
+            if self.on_line is not None:
+                self.on_line(text)

@@ -122,8 +122,9 @@ def _bisect(values: array[float], x: float) -> int:
     return lo
 
 
-class MarkerTrack(MediaStreamTrack):
-    """Sends the marker loop as encoded ``av.Packet``s, one per 20 ms, logging each send.
+class PacedPacketTrack(MediaStreamTrack):
+    """Sends one encoded ``av.Packet`` per 20 ms, on a steady clock that skips ahead after a
+    stall rather than bursting to catch up.
 
     aiortc's sender only packetises encoded packets (``OpusEncoder.pack``), so the sending side
     costs no encoding at all.
@@ -131,11 +132,14 @@ class MarkerTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, stream: AudioStream) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._stream = stream
         self._origin: float | None = None
         self._count = 0
+
+    def payload(self, index: int) -> bytes:
+        """The ``index``-th packet's payload."""
+        raise NotImplementedError
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -151,13 +155,25 @@ class MarkerTrack(MediaStreamTrack):
                 self._origin -= delay
             if self.readyState != "live":
                 raise MediaStreamError
-        seq = self._stream.record_send(time.monotonic())
+        index = self._count
         self._count += 1
-        loop = self._stream.loop
-        packet = av.Packet(loop.packets[seq % len(loop)])
-        packet.pts = seq * FRAME_SAMPLES
+        packet = av.Packet(self.payload(index))
+        packet.pts = index * FRAME_SAMPLES
         packet.time_base = TIME_BASE
         return packet
+
+
+class MarkerTrack(PacedPacketTrack):
+    """Sends the marker loop, logging each send."""
+
+    def __init__(self, stream: AudioStream) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def payload(self, index: int) -> bytes:
+        seq = self._stream.record_send(time.monotonic())
+        loop = self._stream.loop
+        return loop.packets[seq % len(loop)]
 
 
 class ReceiveTap:
