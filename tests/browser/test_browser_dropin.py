@@ -6,6 +6,7 @@ secrets server to server, and the gateway allows exactly that origin, as in prod
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.browser.conftest import (
     Target,
     Voices,
     base_url,
+    emulator_calls,
     new_page,
     only_emulator_call,
     state_of,
@@ -201,3 +203,49 @@ async def test_openai_agents_sdk_history_has_the_user_transcript(
     # The retrieved item updates the history in the same task that recorded the event.
     users = [m for m in result["history"] if m["role"] == "user"]
     assert users and users[0]["text"] == result["transcribed"][0], result["history"]
+
+
+async def test_openai_agents_sdk_across_upstream_sessions(
+    launch: Launcher,
+    voices: Voices,
+    sdk_bundle: Path,
+    app_server: TestServer,
+    make_gateway: GatewayFactory,
+    target: Target,
+) -> None:
+    """Continuity under OpenAI's own SDK: its upstream sessions expire every few seconds, and
+    the app sees one session, no error, and a history that goes on."""
+    gateway = await make_gateway(
+        cors_origins=(base_url(app_server),), continuity=True, continuity_lead=0.0
+    )
+    target.url = base_url(gateway)
+    emulator = state_of(gateway).emulator
+    assert emulator is not None
+    emulator.settings = dataclasses.replace(emulator.settings, max_call_seconds=5.0)
+    browser = await launch(voices.speech)
+    errors: list[str] = []
+    page = await open_app(browser, app_server, gateway, "sdk", errors)
+    result = await wait_result(page, "r.connected", "session.connect() to resolve")
+    call = state_of(gateway).calls.get(result["callId"])
+    assert call is not None and call.continuity is not None
+    await wait_until(
+        lambda: call.continuity is not None and call.continuity.swaps >= 2,
+        "two upstream sessions to be replaced",
+        timeout=20,
+    )
+    answered = await page.evaluate(
+        "window.result.history.filter((m) => m.role === 'assistant' && m.text).length"
+    )
+    result = await wait_result(
+        page,
+        f"r.history.filter((m) => m.role === 'assistant' && m.text).length > {answered}",
+        "an answer from a later upstream session",
+    )
+    assert result["sdkErrors"] == [], result["sdkErrors"]
+    assert result["events"].count("session.created") == 1
+    assert "error" not in result["events"]
+    assert result["phase"] == "connected"
+    assert len(emulator_calls(gateway)) >= 3
+    await page.click("#stop")
+    await wait_until(lambda: len(state_of(gateway).calls) == 0, "the gateway to end the call")
+    assert errors == []
