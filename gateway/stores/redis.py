@@ -372,17 +372,26 @@ def _call_entry(call_id: str, fields: Any) -> CallEntry | None:
     )
 
 
+# Connections to Redis per process.
+MAX_CONNECTIONS: Final = 100
+
+
 def redis_client(url: Secret) -> aioredis.Redis:
     """A client for ``url``; :class:`~gateway.config.ConfigError` if it is not a usable URL.
 
     Constructing connects nothing: an unreachable Redis shows at the first command."""
     try:
-        return aioredis.Redis.from_url(
+        # A burst beyond the pool (many calls ending at once) waits for a connection instead
+        # of failing as "unreachable"; the wait is bounded like any command.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url.reveal(),
+            max_connections=MAX_CONNECTIONS,
+            timeout=SOCKET_TIMEOUT,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
             health_check_interval=30,
         )
+        return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
     except ValueError as exc:
         # The message may quote the URL, password included: say what is wrong without it.
         raise ConfigError(
