@@ -4,6 +4,8 @@ Browser → upstream: parse (malformed → ``error`` event) → beta→GA transl
 → ``error`` event, or rewrite) → ``on_client_event`` hook → server-tool merge → sent.
 Upstream → browser: parse → metrics and usage → transcript → server-tool interception → hook →
 GA→beta translation → sent. An event nothing changed leaves as the exact bytes that came in.
+A GPT-Live session and a Realtime translation call each have a gate of their own at the
+browser's edge in place of Realtime's policy, under the same size and rate limits.
 
 A refused client event is answered with an ``error`` event and logged once
 (``call.client_event_rejected``); a policy rewrite that changed something is logged as

@@ -244,6 +244,21 @@ async def test_session_close_ends_both_legs(
     assert upstream.end_reason in ("close_requested", "peer_closed")
 
 
+async def test_the_gateways_hangup_ends_a_translation_call(
+    gateway: Client, emulator: Emulator, peers: list[TestPeer]
+) -> None:
+    peer, call_id = await open_call(gateway, peers)
+    await peer.next_event("session.created")
+    upstream = upstream_of(gateway, emulator, call_id)
+    response = await gateway.post(f"/v1/realtime/calls/{call_id}/hangup", headers=AUTH)
+    assert response.status == 200
+    assert state_of(gateway).calls.find(call_id) is None
+    await peer.wait_closed(10)
+    async with asyncio.timeout(10):
+        await upstream.ended.wait()
+    assert not upstream.hung_up  # no hangup is documented for translations: the peer closed
+
+
 async def test_credentials_and_bodies_are_checked_in_openais_shape(
     gateway: Client, peers: list[TestPeer]
 ) -> None:
