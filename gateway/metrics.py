@@ -220,7 +220,7 @@ class Metrics:
         r.register(_JitterCollector(lambda: self._live_jitter()))
         for outcome in OUTCOMES:
             self._sessions.labels(outcome)
-        for dialect in ("ga", "beta", "live"):
+        for dialect in ("ga", "beta", "live", "translation"):
             self._started.labels(dialect)
         for kind in TOKEN_KINDS:
             self._tokens.labels(kind)

@@ -95,7 +95,7 @@ class Call:
             if self.options.continuity
             and self.upstreams is not None
             and self.media.swappable
-            and self.dialect != "live"
+            and self.dialect in ("ga", "beta")
             else None
         )
 

@@ -4,6 +4,8 @@ Browser → upstream: parse (malformed → ``error`` event) → beta→GA transl
 → ``error`` event, or rewrite) → ``on_client_event`` hook → server-tool merge → sent.
 Upstream → browser: parse → metrics and usage → transcript → server-tool interception → hook →
 GA→beta translation → sent. An event nothing changed leaves as the exact bytes that came in.
+A GPT-Live session and a Realtime translation call each have a gate of their own at the
+browser's edge in place of Realtime's policy, under the same size and rate limits.
 
 A refused client event is answered with an ``error`` event and logged once
 (``call.client_event_rejected``); a policy rewrite that changed something is logged as
@@ -39,6 +41,7 @@ from gateway.protocol.events import (
     parse_event,
 )
 from gateway.protocol.live import DATA_CHANNEL_COMMANDS, LiveGate, live_error_event
+from gateway.protocol.translation import KNOWN_CLIENT_EVENTS, TranslationGate
 from gateway.recording import CallRecorder
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
@@ -131,7 +134,7 @@ class EventPipeline:
         self.info = info
         # Continuity (a Realtime call whose upstream session may be replaced): what was said,
         # to seed the next session, and what of the next session the browser must not see.
-        keeps = continuity and dialect != "live"
+        keeps = continuity and dialect in ("ga", "beta")
         self.conversation = Conversation() if keeps else None
         self._concealer = Concealer() if keeps else None
         # Set when the upstream says its session expired; with continuity, the error that said
@@ -163,6 +166,30 @@ class EventPipeline:
             if dialect == "live"
             else None
         )
+        # A Realtime translation call likewise: its own rules (translation's events, the
+        # server's locks refused rather than removed), under the call's size and rate limits.
+        translating = dialect == "translation"
+        session_id = info.session.get("id")
+        self._translation = (
+            TranslationGate(
+                info.session,
+                policy.config.locked_session_fields,
+                session_id=session_id if isinstance(session_id, str) else None,
+            )
+            if translating
+            else None
+        )
+        self._translation_limits = (
+            ClientPolicy(
+                replace(
+                    policy.config,
+                    allowed_client_events=KNOWN_CLIENT_EVENTS,
+                    locked_session_fields=(),
+                )
+            )
+            if translating
+            else None
+        )
         self._followups: list[Message] = []
         self._metrics = metrics
         self._policy = policy
@@ -175,6 +202,9 @@ class EventPipeline:
         self._builder = TranscriptBuilder() if wants_records else None
         self._live_turns = (
             self._builder.live() if self._builder is not None and dialect == "live" else None
+        )
+        self._translation_segments = (
+            self._builder.translation() if self._builder is not None and translating else None
         )
         self._to_browser = to_browser
         self.stats = PipelineStats()
@@ -202,6 +232,8 @@ class EventPipeline:
         self._metrics.event_relayed("client", event["type"], len(message))
         if self._live is not None:
             return await self._live_client_event(event, original, message, reply, trusted)
+        if self._translation is not None:
+            return await self._translation_client_event(event, message, reply)
         if self._beta:
             event = beta.client_event_to_ga(event)
         decision = self._policy.check(event, len(message), current_session=self.session)
@@ -265,6 +297,34 @@ class EventPipeline:
                 return None
         return message if event is original else encode_event(event)
 
+    async def _translation_client_event(
+        self, event: Event, message: Message, reply: Reply | None
+    ) -> Message | None:
+        assert self._translation is not None and self._translation_limits is not None
+        # The limits first: every event spends from the rate, refused or not. A type they do
+        # not know is left to the gate, whose error names the types a translation takes.
+        decision = self._translation_limits.check(event, len(message), current_session=self.session)
+        violation = decision.violation
+        if violation is not None and violation.rule != "event_type_not_allowed":
+            self.stats.policy_violations += 1
+            self._metrics.policy_violation(violation.rule)
+            self.reject(violation.to_error(), event, reply)
+            return None
+        try:
+            self._translation.client(event, self.session)
+        except GatewayError as exc:
+            self.stats.policy_violations += 1
+            self._metrics.policy_violation(exc.code or "translation_rule")
+            self.reject(exc, event, reply)
+            return None
+        if self._hooks.wants_client_events:
+            hooked = await self._hooks.client_event(self.info, event)
+            if hooked is None:
+                return None
+            if hooked is not event:
+                return encode_event(hooked)
+        return message
+
     # -- upstream → browser -------------------------------------------------------------------
 
     @property
@@ -291,6 +351,8 @@ class EventPipeline:
         self._metrics.event_relayed("server", kind, len(message))
         if self._live is not None:
             return await self._live_server_event(event, message)
+        if self._translation is not None:
+            return await self._translation_server_event(event, message)
         if kind in ("session.created", "session.updated") and isinstance(
             event.get("session"), dict
         ):
@@ -397,6 +459,30 @@ class EventPipeline:
                 return None
             first = hooked
         return message if first is event else encode_event(first)
+
+    async def _translation_server_event(self, event: Event, message: Message) -> Message | None:
+        assert self._translation is not None
+        kind = event["type"]
+        if kind in ("session.created", "session.updated") and isinstance(
+            event.get("session"), dict
+        ):
+            self.session = event["session"]
+        elif kind == "error" and _error_code(event) == "session_expired":
+            self.stats.session_closed = "expired"
+        elif kind == "session.closed" and self.stats.session_closed is None:
+            # A translation's session.closed carries no reason: a session that says it closed
+            # (after the client's session.close, or on its own) ended as it should.
+            self.stats.session_closed = "close_requested"
+        if self._translation_segments is not None:
+            for record in self._translation_segments.feed(event):
+                self._write_record(record)
+        shown = self._translation.shown(event)
+        if self._hooks.wants_server_events:
+            hooked = await self._hooks.server_event(self.info, shown)
+            if hooked is None:
+                return None
+            shown = hooked
+        return message if shown is event else encode_event(shown)
 
     # -- continuity ---------------------------------------------------------------------------
 
@@ -557,9 +643,10 @@ class EventPipeline:
 
     def end_records(self, *, reason: str, outcome: str, duration_s: float) -> None:
         """The transcript's last records: pending corrections and the end of the call."""
-        if self._live_turns is not None:
-            for record in self._live_turns.flush():
-                self._write_record(record)
+        for turns in (self._live_turns, self._translation_segments):
+            if turns is not None:
+                for record in turns.flush():
+                    self._write_record(record)
         if self._builder is not None:
             for record in self._builder.call_ended(
                 reason=reason, outcome=outcome, duration_s=duration_s

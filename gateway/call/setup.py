@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Dialect = Literal["ga", "beta", "live"]
+Dialect = Literal["ga", "beta", "live", "translation"]
 
 
 def new_call_id() -> str:
@@ -238,8 +238,8 @@ def make_pipeline(
         link.send(encode_event(event))
 
     # A Live model calls functions only through its Responses delegate (its delegation type
-    # is fixed at creation); other Live sessions have no calls to run.
-    if len(services.tools) > 0 and request.dialect != "live":
+    # is fixed at creation); other Live sessions, and translations, have no calls to run.
+    if len(services.tools) > 0 and request.dialect in ("ga", "beta"):
         tools = ToolCoordinator(services.tools, send, runner=runner, on_result=on_result)
     elif len(services.tools) > 0 and delegates_to_responses(request.session):
         tools = LiveToolCoordinator(services.tools, send, runner=runner, on_result=on_result)

@@ -1,5 +1,6 @@
-"""The emulator's HTTP side: OpenAI's GA ``/v1/realtime/calls`` contract and GPT-Live's
-``/v1/live/sessions``, on aiohttp.
+"""The emulator's HTTP side: OpenAI's GA ``/v1/realtime/calls`` contract, GPT-Live's
+``/v1/live/sessions``, and Realtime translations' ``/v1/realtime/translations/client_secrets``
+and ``/v1/realtime/translations/calls``, on aiohttp.
 
 ``Emulator.app`` can be served by anything that serves an aiohttp application (the test client
 included); ``start()``/``aclose()`` run it on their own site for use as a real upstream.
@@ -8,6 +9,9 @@ included); ``start()``/``aclose()`` run it on their own site for use as a real u
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,11 +24,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.emulator.call import CallOptions, EmulatorCall
 from gateway.emulator.errors import (
+    InvalidRequest,
     NotFound,
     OpenAIError,
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 from gateway.emulator.live import LiveConversation
 from gateway.emulator.signaling import (
@@ -34,13 +40,20 @@ from gateway.emulator.signaling import (
     parse_live_request,
     request_kind,
 )
+from gateway.emulator.translation import TranslationSession
 from gateway.emulator.vad import VadConfig
+from gateway.errors import InvalidRequest as GatewayInvalidRequest
 from gateway.protocol import live as live_contract
+from gateway.protocol import translation as translation_contract
 
 log = structlog.get_logger(__name__)
 
 CALLS_PATH = "/v1/realtime/calls"
 LIVE_PATH = "/v1/live/sessions"
+TRANSLATIONS_PATH = "/v1/realtime/translations"
+# Translation client secrets kept at once; minting beyond drops the oldest.
+MAX_SECRETS = 10_000
+SECRET_TTL = 600
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,12 @@ class Emulator:
         self._app.router.add_post(CALLS_PATH + "/{call_id}/hangup", self._hangup)
         self._app.router.add_post(LIVE_PATH, self._create_live_session)
         self._app.router.add_post(LIVE_PATH + "/{call_id}/hangup", self._hangup_live)
+        self._app.router.add_post(
+            TRANSLATIONS_PATH + "/client_secrets", self._create_translation_secret
+        )
+        self._app.router.add_post(TRANSLATIONS_PATH + "/calls", self._create_translation_call)
+        # Translation client secrets: token → (expires_at, the session it is bound to).
+        self._secrets: dict[str, tuple[int, dict[str, Any]]] = {}
         self._app.on_shutdown.append(self._on_shutdown)
 
     @property
@@ -276,6 +295,92 @@ class Emulator:
             await call.end("shutdown")
             self._check_open()
         return web.json_response(live_contract.create_response(call.call_id, answer), status=201)
+
+    async def _create_translation_secret(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/realtime/translations/client_secrets`` with the API key."""
+        self._authorize(request)
+        self._check_open()
+        try:
+            decoded = json.loads((await self._read_body(request)).decode("utf-8") or "null")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
+        try:
+            ttl, requested = translation_contract.parse_client_secret_request(decoded, SECRET_TTL)
+        except GatewayInvalidRequest as exc:
+            raise InvalidRequest(
+                exc.message, code=exc.code or "invalid_request", param=exc.param
+            ) from None
+        now = int(time.time())
+        self._secrets = {t: s for t, s in self._secrets.items() if s[0] > now}
+        while len(self._secrets) >= MAX_SECRETS:
+            del self._secrets[next(iter(self._secrets))]
+        token = "ek_" + secrets.token_urlsafe(24)
+        session = translation_contract.bound_session(
+            translation_contract.new_session_id(), requested
+        )
+        self._secrets[token] = (now + ttl, session)
+        view = translation_contract.session_view(session, now + ttl)
+        return web.json_response({"value": token, "expires_at": now + ttl, "session": view})
+
+    async def _create_translation_call(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/realtime/translations/calls``: a raw SDP offer with a translation client
+        secret; ``201`` with the SDP answer. No ``Location``: none is documented."""
+        if self._reject is not None:
+            (status, error), self._reject = self._reject, None
+            log.info("emulator.call_rejected", status=status)
+            return web.json_response({"error": error}, status=status)
+        session = self._translation_session(request)
+        self._check_open()
+        content_type = request.headers.get("Content-Type", "")
+        if request_kind(content_type) != "sdp":
+            raise UnsupportedMediaType(
+                "A translation call takes the SDP offer as 'application/sdp'."
+            )
+        offer = parse_call_request(content_type, await self._read_body(request))
+        check_offer(offer.sdp)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() != "authorization"
+        )
+        options = self.settings.call_options(record_events=self.record_events)
+        # A secret may open several sessions: the first has the id its secret named.
+        if session["id"] in self._calls:
+            session = {**session, "id": translation_contract.new_session_id()}
+
+        def dialogue(call_id: str, position: Callable[[], float]) -> TranslationSession:
+            return TranslationSession(
+                session,
+                vad=options.vad,
+                lifetime_s=options.max_call_seconds,
+                max_echo_ms=options.max_echo_seconds * 1000,
+            )
+
+        call = EmulatorCall(
+            options,
+            request_headers=CIMultiDictProxy(headers),
+            request_kind="translation",
+            initial_session=session,
+            call_id=session["id"],
+            dialogue=dialogue,
+        )
+        answer = await call.answer(offer.sdp)
+        self._calls[call.call_id] = call
+        call.on_ended = self._call_ended
+        if self._closed:
+            await call.end("shutdown")
+            self._check_open()
+        return web.Response(status=201, body=answer.encode("utf-8"), content_type="application/sdp")
+
+    def _translation_session(self, request: web.Request) -> dict[str, Any]:
+        """The session a translation call's bearer secret is bound to; 401 for anything else
+        (the API key included: the samples open these calls with a client secret)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        found = self._secrets.get(token.strip()) if scheme.lower() == "bearer" else None
+        if found is None or found[0] <= time.time():
+            raise Unauthorized(
+                "Invalid or expired client secret. Mint one with "
+                "POST /v1/realtime/translations/client_secrets."
+            )
+        return dict(found[1])
 
     async def _hangup_live(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)

@@ -1,4 +1,4 @@
-"""The documented Realtime event types (protocol.md §4), GA and beta.
+"""The documented Realtime event types (protocol.md §4), GA and beta, and Realtime translations'.
 
 Used to keep metric labels bounded (anything else is counted as ``other``) and as the default
 allowlist of client events. Never used to reject server events: a relay passes new ones through.
@@ -82,7 +82,19 @@ SERVER_EVENT_TYPES = frozenset(
     }
 )
 
-KNOWN_EVENT_TYPES = CLIENT_EVENT_TYPES | SERVER_EVENT_TYPES
+# Realtime translations' own (session.update, session.created, error... are shared).
+TRANSLATION_EVENT_TYPES = frozenset(
+    {
+        "session.close",
+        "session.input_audio_buffer.append",
+        "session.closed",
+        "session.input_transcript.delta",
+        "session.output_transcript.delta",
+        "session.output_audio.delta",
+    }
+)
+
+KNOWN_EVENT_TYPES = CLIENT_EVENT_TYPES | SERVER_EVENT_TYPES | TRANSLATION_EVENT_TYPES
 
 
 def label_for(event_type: str) -> str:

@@ -113,38 +113,42 @@ def check_session(session: Any, *, param: str = "session") -> dict[str, Any]:
     return {**session, "type": kind}
 
 
+def parse_expires_after(body: dict[str, Any], default_ttl: int) -> int:
+    """The secret's lifetime in seconds from a client-secret body's ``expires_after``."""
+    expires_after = body.get("expires_after")
+    if expires_after is None:
+        return default_ttl
+    if not isinstance(expires_after, dict):
+        raise InvalidRequest(
+            "'expires_after' must be an object.", param="expires_after", code="invalid_type"
+        )
+    anchor = expires_after.get("anchor", "created_at")
+    if anchor != "created_at":
+        raise InvalidRequest(
+            f"Invalid value for 'expires_after.anchor': expected 'created_at', got {anchor!r}.",
+            param="expires_after.anchor",
+            code="invalid_value",
+        )
+    seconds = expires_after.get("seconds", default_ttl)
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidRequest(
+            "'expires_after.seconds' must be an integer.",
+            param="expires_after.seconds",
+            code="invalid_type",
+        )
+    if not MIN_TTL <= seconds <= MAX_TTL:
+        raise InvalidRequest(
+            f"'expires_after.seconds' must be between {MIN_TTL} and {MAX_TTL}, got {seconds}.",
+            param="expires_after.seconds",
+            code="invalid_value",
+        )
+    return seconds
+
+
 def parse_client_secret_request(body: Any, default_ttl: int) -> tuple[int, dict[str, Any]]:
     """``POST /v1/realtime/client_secrets`` body → (ttl seconds, requested session)."""
     if body is None:
         body = {}
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    ttl = default_ttl
-    expires_after = body.get("expires_after")
-    if expires_after is not None:
-        if not isinstance(expires_after, dict):
-            raise InvalidRequest(
-                "'expires_after' must be an object.", param="expires_after", code="invalid_type"
-            )
-        anchor = expires_after.get("anchor", "created_at")
-        if anchor != "created_at":
-            raise InvalidRequest(
-                f"Invalid value for 'expires_after.anchor': expected 'created_at', got {anchor!r}.",
-                param="expires_after.anchor",
-                code="invalid_value",
-            )
-        seconds = expires_after.get("seconds", default_ttl)
-        if isinstance(seconds, bool) or not isinstance(seconds, int):
-            raise InvalidRequest(
-                "'expires_after.seconds' must be an integer.",
-                param="expires_after.seconds",
-                code="invalid_type",
-            )
-        if not MIN_TTL <= seconds <= MAX_TTL:
-            raise InvalidRequest(
-                f"'expires_after.seconds' must be between {MIN_TTL} and {MAX_TTL}, got {seconds}.",
-                param="expires_after.seconds",
-                code="invalid_value",
-            )
-        ttl = seconds
-    return ttl, check_session(body.get("session"))
+    return parse_expires_after(body, default_ttl), check_session(body.get("session"))

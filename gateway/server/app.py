@@ -30,6 +30,7 @@ from gateway.server import (
     realtime,
     recordings,
     sideband,
+    translations,
 )
 from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
@@ -131,6 +132,7 @@ def create_app(
     state.metrics.watch_media_drops(guard.DROPS.snapshot)
     realtime.add_routes(app)
     live.add_routes(app)
+    translations.add_routes(app)
     live_sideband.add_routes(app)
     live_content.add_routes(app)
     sideband.add_routes(app)

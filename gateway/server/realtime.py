@@ -23,12 +23,13 @@ from gateway.client_secrets import token_digest
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
+    InvalidRequest,
     NotFound,
     RateLimited,
     Unavailable,
     UpstreamError,
 )
-from gateway.protocol import beta
+from gateway.protocol import beta, translation
 from gateway.protocol.session import (
     check_session,
     parse_client_secret_request,
@@ -172,6 +173,8 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         # so a bad offer or an upstream hiccup does not burn a single-use secret.
         secret = await state.stores.secrets.peek(caller.token)
         digest, token_session = secret.digest, secret.session
+        if translation.is_translation(token_session):
+            raise translation_secret_here()
     body = await read_offer(request, state.settings.max_sdp_bytes)
     requested: list[dict[str, Any]] = []
     if dialect == "beta" and request.query.get("model"):
@@ -204,6 +207,16 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         state.upstreams,
         started,
     )
+    return await answered(
+        state, call, caller, kind=body.kind, started=started, location="/v1/realtime/calls"
+    )
+
+
+async def answered(
+    state: GatewayState, call: Call, caller: Caller, *, kind: str, started: float, location: str
+) -> web.Response:
+    """A call that exists: its secret spent, the call started, and the browser's ``201`` with
+    the SDP answer and the call's ``Location`` under ``location``."""
     if not caller.is_server:
         try:
             await state.stores.secrets.redeem(caller.token)
@@ -216,17 +229,26 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
     state.calls.start(call)
     log.info(
         "call.answered",
-        call_id=call_id,
+        call_id=call.call_id,
         upstream_call_id=call.upstream_call_id,
-        kind=body.kind,
-        dialect=dialect,
+        kind=kind,
+        dialect=call.dialect,
         setup_ms=round((time.monotonic() - started) * 1000),
     )
     return web.Response(
         status=201,
         text=call.answer_sdp,
         content_type="application/sdp",
-        headers={"Location": f"/v1/realtime/calls/{call_id}"},
+        headers={"Location": f"{location}/{call.call_id}"},
+    )
+
+
+def translation_secret_here() -> InvalidRequest:
+    return InvalidRequest(
+        "This client secret was minted for a Realtime translation session "
+        "(POST /v1/realtime/translations/client_secrets): open its call with "
+        "POST /v1/realtime/translations/calls.",
+        code="session_type_mismatch",
     )
 
 

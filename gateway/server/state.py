@@ -61,6 +61,12 @@ class GatewayState:
         return live if callable(live) else None
 
     @property
+    def translation_upstreams(self) -> UpstreamFactory | None:
+        """Where translation calls' upstream sessions come from, when the upstream has them."""
+        translation = getattr(self.upstreams, "translation", None)
+        return translation if callable(translation) else None
+
+    @property
     def metrics(self) -> Metrics:
         return self.services.metrics
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from gateway.transcripts.live import LiveTranscript
 from gateway.transcripts.records import Record
+from gateway.transcripts.translation import TranslationTranscript
 
 MS_PER_AUDIO_TOKEN: Final = 50.0
 """Assistant audio is billed at one output audio token per 50 ms (protocol.md §4.5)."""
@@ -83,6 +84,10 @@ class TranscriptBuilder:
     def live(self) -> LiveTranscript:
         """The turns of a GPT-Live session, stamped by this builder's clock."""
         return LiveTranscript(self._record)
+
+    def translation(self) -> TranslationTranscript:
+        """The segments of a Realtime translation call, stamped by this builder's clock."""
+        return TranslationTranscript(self._record)
 
     # -- records the relay asks for -----------------------------------------------------------
 

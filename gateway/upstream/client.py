@@ -1,5 +1,6 @@
-"""The HTTP side of the upstream leg: OpenAI's GA ``/realtime/calls`` contract, and GPT-Live's
-``/live/sessions``.
+"""The HTTP side of the upstream leg: OpenAI's GA ``/realtime/calls`` contract, GPT-Live's
+``/live/sessions``, and Realtime translations' ``/realtime/translations/client_secrets`` and
+``/realtime/translations/calls``.
 
 The only module that knows the upstream URL layout and sends the OpenAI key. Project keys go
 as ``multipart/form-data`` (``sdp`` + ``session``), never as raw SDP, which OpenAI reserves for
@@ -35,12 +36,26 @@ MAX_ANSWER_BYTES = 1024 * 1024
 _LIVE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # What of an upstream error's code is kept: a short identifier (it may become a metric label).
 _ERROR_CODE = re.compile(r"[a-z0-9_]{1,64}")
+# An upstream client secret goes into an Authorization header and a session id into logs:
+# nothing that could break either.
+_SECRET = re.compile(r"[A-Za-z0-9_.~+/=-]{1,1024}")
 
 
 @dataclass(frozen=True)
 class UpstreamAnswer:
     sdp: str
     call_id: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamSecret:
+    """A client secret the upstream minted for one session (never shown to a browser)."""
+
+    value: str
+    session_id: str | None
+
+    def __repr__(self) -> str:
+        return f"UpstreamSecret(session_id={self.session_id!r})"
 
 
 class UpstreamClient:
@@ -99,6 +114,85 @@ class UpstreamClient:
                 code="upstream_bad_answer",
             )
         return UpstreamAnswer(sdp=body, call_id=call_id_from_location(location))
+
+    @property
+    def translations_url(self) -> str:
+        return f"{self._base_url}/realtime/translations"
+
+    async def create_translation_secret(self, session: dict[str, Any]) -> UpstreamSecret:
+        """``POST /realtime/translations/client_secrets`` with the project key: a client secret
+        bound to a translation session, for the SDP exchange that follows."""
+        url = f"{self.translations_url}/client_secrets"
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(
+                    url, json={"session": session}, headers=self._headers()
+                ) as response:
+                    text = await _read_capped(response, MAX_ANSWER_BYTES)
+                    if response.status not in (200, 201):
+                        raise _status_error(response.status, text)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream did not mint a translation secret within {self._timeout:g} s.",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+        try:
+            created = json.loads(text)
+            value = created["value"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, str) or not _SECRET.fullmatch(value):
+            raise UpstreamError(
+                "The upstream answered the translation secret request with no usable secret.",
+                code="upstream_bad_answer",
+            )
+        session_id = created.get("session", {}).get("id") if isinstance(created, dict) else None
+        if not isinstance(session_id, str) or not _LIVE_ID.fullmatch(session_id):
+            session_id = None
+        return UpstreamSecret(value=value, session_id=session_id)
+
+    async def create_translation_call(
+        self, offer_sdp: str, secret: UpstreamSecret
+    ) -> UpstreamAnswer:
+        """``POST /realtime/translations/calls``: the raw SDP offer, authorised by the
+        session's client secret as a browser would send it (the path comes from OpenAI's
+        public client samples; no reference page documents it)."""
+        headers = {
+            "Authorization": f"Bearer {secret.value}",
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/sdp",
+        }
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(
+                    f"{self.translations_url}/calls", data=offer_sdp.encode(), headers=headers
+                ) as response:
+                    body = await _read_capped(response, MAX_ANSWER_BYTES)
+                    if response.status not in (200, 201):
+                        raise _status_error(response.status, body)
+                    location = response.headers.get("Location", "")
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream did not answer the call within {self._timeout:g} s.",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+        if not body.lstrip().startswith("v=0"):
+            raise UpstreamError(
+                "The upstream answered the call with something that is not an SDP answer.",
+                code="upstream_bad_answer",
+            )
+        call_id = call_id_from_location(location)
+        if call_id is not None and not _LIVE_ID.fullmatch(call_id):
+            call_id = None
+        return UpstreamAnswer(sdp=body, call_id=call_id)
 
     @property
     def live_url(self) -> str:

@@ -18,6 +18,7 @@ from gateway.upstream.base import Upstream
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.live import LiveUpstream
 from gateway.upstream.realtime import RealtimeOptions, RealtimeUpstream
+from gateway.upstream.translation import TranslationUpstream
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,10 @@ class RealtimeUpstreams:
     def live(self, media: MediaPath) -> Upstream:
         """A GPT-Live session at the same URL, with the same key."""
         return LiveUpstream(media, self.client, options=self._options, metrics=self._metrics)
+
+    def translation(self, media: MediaPath) -> Upstream:
+        """A Realtime translation session at the same URL, with the same key."""
+        return TranslationUpstream(media, self.client, options=self._options, metrics=self._metrics)
 
 
 @asynccontextmanager
