@@ -85,8 +85,11 @@ class TestWorkers:
                     async with asyncio.timeout(20):
                         while len(children(proc.pid)) < 2:
                             await asyncio.sleep(0.1)
+                    # The kernel spreads connections over the workers by a hash: six calls
+                    # all land on one about 3 % of the time. Calls go on (up to 16) until both
+                    # workers have some, and the count is checked against what was made.
                     owners: set[str] = set()
-                    for _ in range(6):
+                    while len(peers) < 6 or (len(owners) < 2 and len(peers) < 16):
                         async with http.post(
                             f"{base}/v1/realtime/client_secrets", json={}, headers=auth()
                         ) as r:
@@ -98,10 +101,10 @@ class TestWorkers:
                         ports = {int(p) for p in re.findall(r" (\d+) typ host", result.body)}
                         assert all(42100 <= p <= 42199 for p in ports), ports
                         await peer.wait_open()
-                    async with http.get(f"{base}/v1/realtime/calls", headers=auth()) as r:
-                        listed = (await r.json())["data"]
-                    owners = {c["owner"] for c in listed}
-                    assert len(listed) == 6
+                        async with http.get(f"{base}/v1/realtime/calls", headers=auth()) as r:
+                            listed = (await r.json())["data"]
+                        owners = {c["owner"] for c in listed}
+                    assert len(listed) == len(peers)
                     assert len(owners) == 2, owners  # both workers took calls
                     for peer in peers:
                         async with http.post(
@@ -111,7 +114,7 @@ class TestWorkers:
                     async with http.get(f"{base}/metrics") as r:
                         text = await r.text()
                     completed = samples(text, "realtime_gateway_sessions_total")
-                    assert completed[(("outcome", "completed"),)] == 6
+                    assert completed[(("outcome", "completed"),)] == len(peers)
                     assert samples(text, "realtime_gateway_scrape_processes")[()] == 2
                     assert samples(text, "realtime_gateway_capacity_calls")[()] == 200
                     # A worker that dies is restarted.
