@@ -17,6 +17,7 @@ into an OpenAI-shaped HTTP error (``{"error": {"message", "type", "code", "param
      ├── PermissionDenied            403 code=forbidden
      ├── NotFound                    404 code=not_found
      ├── RateLimited                 429 code=rate_limit_exceeded   (retry_after)
+     ├── InsufficientQuota           429 insufficient_quota          (an app's budget is spent)
      ├── Unavailable                 503 code=unavailable            (retry_after)
      │    └── StoreUnavailable       503 code=store_unavailable     (the shared store is down)
      └── UpstreamError               502 server_error (retryable, upstream_status)
@@ -110,6 +111,15 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class InsufficientQuota(GatewayError):
+    """An app (or one of its end users) has spent its budget: OpenAI's own quota error, so
+    code written for OpenAI already handles it."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class Unavailable(GatewayError):

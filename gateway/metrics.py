@@ -209,6 +209,18 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
             registry=r,
         )
+        self._budget_warnings = Counter(
+            f"{PREFIX}_budget_warnings",
+            "Budget windows an app (or one of its end users) crossed the warning share of, by app.",
+            ["app"],
+            registry=r,
+        )
+        self._budget_refused = Counter(
+            f"{PREFIX}_budget_refused",
+            "Secrets and calls refused with insufficient_quota because a budget was spent, by app.",
+            ["app"],
+            registry=r,
+        )
         self._capacity = Gauge(f"{PREFIX}_capacity_calls", "GATEWAY_MAX_CALLS.", registry=r)
         self._draining = Gauge(f"{PREFIX}_draining", "1 while draining for shutdown.", registry=r)
         self._ended_audio: dict[Any, int] = {}
@@ -305,6 +317,12 @@ class Metrics:
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind).inc()
+
+    def budget_warning(self, app: str) -> None:
+        self._budget_warnings.labels(app).inc()
+
+    def budget_refused(self, app: str) -> None:
+        self._budget_refused.labels(app).inc()
 
     def upstream_swap(self, reason: str, ok: bool, seconds: float) -> None:
         self._swaps.labels(reason, "ok" if ok else "failed").inc()
