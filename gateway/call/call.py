@@ -139,6 +139,7 @@ class Call:
             reason=str(self.end_reason) if ended and self.end_reason else None,
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
             voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
+            app=self.request.app,
         )
 
     # -- running -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import structlog
 
 from gateway.call.pipeline import EventPipeline
 from gateway.config import IceServer
+from gateway.config.apps import DEFAULT_APP
 from gateway.errors import InvalidOffer
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
@@ -66,6 +67,9 @@ class CallRequest:
     # What the upstream is asked for, when it differs from ``session`` (the call's own view):
     # a Live session's frontend permissions are held by the gateway, not sent upstream.
     upstream_session: dict[str, Any] | None = None
+    # The app the call is for, and its client-event policy when it differs from the gateway's.
+    app: str = DEFAULT_APP
+    policy: PolicyConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ def make_pipeline(
         dialect=request.dialect,
         session=request.session,
         started_at=time.time(),
+        app=request.app,
     )
     transcript = (
         TranscriptWriter(services.transcripts_dir, call_id)
@@ -236,7 +241,7 @@ def make_pipeline(
         info=info,
         dialect=request.dialect,
         metrics=services.metrics,
-        policy=ClientPolicy(services.policy, server_session=info.session),
+        policy=ClientPolicy(request.policy or services.policy, server_session=info.session),
         hooks=services.hooks,
         tools=tools,
         transcript=transcript,

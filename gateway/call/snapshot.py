@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.apps import DEFAULT_APP
 from gateway.hooks import CallSummary
 
 
@@ -39,12 +40,14 @@ class CallSnapshot:
     outcome: str | None = None
     voice_seconds: float | None = None
     """A Live session's voice seconds, as its upstream last reported them (None: Realtime)."""
+    app: str = DEFAULT_APP
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
         return {
             "call_id": self.call_id,
             "upstream_call_id": self.upstream_call_id,
+            "app": self.app,
             "reason": self.reason,
             "outcome": self.outcome,
             "duration_s": round(self.duration_s, 3),
@@ -80,6 +83,7 @@ class CallSnapshot:
             "id": self.call_id,
             "object": "realtime.call",
             "upstream_call_id": self.upstream_call_id,
+            "app": self.app,
             "dialect": self.dialect,
             "media": self.media,
             "age_s": round(self.duration_s, 3),
