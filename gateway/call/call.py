@@ -140,6 +140,8 @@ class Call:
             outcome=outcome_of(self.end_reason) if ended and self.end_reason else None,
             voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
             app=self.request.app,
+            model=self.pipeline.model,
+            cost_usd=self.pipeline.cost_usd,
         )
 
     # -- running -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from gateway.errors import GatewayError
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics, responses_tokens, tokens_by_kind
 from gateway.policy import ClientPolicy
+from gateway.pricing import PriceTable, Usage
 from gateway.protocol import beta
 from gateway.protocol.catalog import label_for
 from gateway.protocol.events import (
@@ -106,6 +107,8 @@ class PipelineStats:
     # True between response.created and response.done: the assistant is busy, not idle.
     responding: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
+    # USD so far (usage x the price table); None while the call's model has no price.
+    cost_usd: float | None = None
 
 
 class EventPipeline:
@@ -122,8 +125,10 @@ class EventPipeline:
         to_browser: Reply,
         recorder: CallRecorder | None = None,
         log_throttle: LogThrottle | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.info = info
+        self._prices = prices if prices is not None else PriceTable()
         self._beta = dialect == "beta"
         # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
         self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
@@ -158,6 +163,19 @@ class EventPipeline:
         self._log_throttle = log_throttle or LogThrottle()
         # The session as the upstream last reported it: what locked fields are compared with.
         self.session: dict[str, Any] = dict(info.session)
+
+    @property
+    def model(self) -> str | None:
+        """The call's model, as its session has it now."""
+        model = self.session.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD so far; ``None`` while nothing was priced and the model has no price."""
+        if self.stats.cost_usd is None and self._prices.price_of(self.model) is not None:
+            return 0.0
+        return self.stats.cost_usd
 
     # -- browser → upstream -------------------------------------------------------------------
 
@@ -369,9 +387,14 @@ class EventPipeline:
         usage = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(usage, dict):
             return
-        self._metrics.usage(usage)
-        for kind, value in tokens_by_kind(usage).items():
+        by_kind = tokens_by_kind(usage)
+        cost = self._prices.cost(self.model, Usage.from_realtime(usage))
+        label = self._prices.label(self.model)
+        self._metrics.tokens(by_kind, app=self.info.app, model=label, cost_usd=cost)
+        for kind, value in by_kind.items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
+        if cost is not None:
+            self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
 
     def _count_delegate_usage(self, nested: Any) -> None:
         """A Live session's Responses delegate bills tokens: its usage comes once, when one of
@@ -383,7 +406,7 @@ class EventPipeline:
         if not isinstance(usage, dict):
             return
         by_kind = responses_tokens(usage)
-        self._metrics.tokens(by_kind)
+        self._metrics.tokens(by_kind, app=self.info.app, model=self._prices.label(self.model))
         for kind, value in by_kind.items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
@@ -437,7 +460,11 @@ class EventPipeline:
                 self._write_record(record)
         if self._builder is not None:
             for record in self._builder.call_ended(
-                reason=reason, outcome=outcome, duration_s=duration_s
+                reason=reason,
+                outcome=outcome,
+                duration_s=duration_s,
+                app=self.info.app,
+                cost_usd=self.cost_usd,
             ):
                 self._write_record(record)
 

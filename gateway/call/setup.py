@@ -23,6 +23,7 @@ from gateway.errors import InvalidOffer
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
 from gateway.policy import ClientPolicy, PolicyConfig
+from gateway.pricing import PriceTable
 from gateway.protocol.events import encode_event
 from gateway.protocol.live import delegates_to_responses
 from gateway.protocol.sdp import inspect_offer
@@ -106,6 +107,8 @@ class CallServices:
     recordings: Recordings | None = None
     # Work a call leaves behind (hanging up an upstream session a refused setup had dialled).
     background: TaskSet = field(default_factory=TaskSet)
+    # What tokens cost, by model (replaced when the apps file is reloaded).
+    prices: PriceTable = field(default_factory=PriceTable)
 
 
 async def open_call(
@@ -247,6 +250,7 @@ def make_pipeline(
         transcript=transcript,
         recorder=recorder,
         to_browser=to_browser,
+        prices=services.prices,
     )
     pipeline_ref.append(pipeline)
     return pipeline

@@ -41,6 +41,9 @@ class CallSnapshot:
     voice_seconds: float | None = None
     """A Live session's voice seconds, as its upstream last reported them (None: Realtime)."""
     app: str = DEFAULT_APP
+    model: str | None = None
+    cost_usd: float | None = None
+    """USD so far, usage x the price table (None: the model has no price)."""
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
@@ -48,6 +51,7 @@ class CallSnapshot:
             "call_id": self.call_id,
             "upstream_call_id": self.upstream_call_id,
             "app": self.app,
+            "model": self.model,
             "reason": self.reason,
             "outcome": self.outcome,
             "duration_s": round(self.duration_s, 3),
@@ -57,6 +61,7 @@ class CallSnapshot:
             "policy_violations": self.policy_violations,
             "tool_calls": self.tool_calls,
             "tokens": dict(self.tokens),
+            "cost_usd": self.cost_usd,
             "audio_packets": dict(self.audio_packets),
             "audio_dropped": dict(self.audio_dropped),
             "messages_dropped": dict(self.messages_dropped),
@@ -84,6 +89,7 @@ class CallSnapshot:
             "object": "realtime.call",
             "upstream_call_id": self.upstream_call_id,
             "app": self.app,
+            "model": self.model,
             "dialect": self.dialect,
             "media": self.media,
             "age_s": round(self.duration_s, 3),
@@ -98,5 +104,6 @@ class CallSnapshot:
             "usage": dict(self.tokens)
             if self.voice_seconds is None
             else {"seconds": self.voice_seconds},
+            "cost_usd": self.cost_usd,
             "audio_packets": dict(self.audio_packets),
         }

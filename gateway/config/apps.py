@@ -15,6 +15,9 @@
     [apps.support.session]          # session defaults of this app, over GATEWAY_SESSION
     instructions = "You are the support desk."
 
+    [prices."gpt-realtime"]         # USD per 1M tokens, over the published prices
+    input_text = 4.0                # every field of gateway.pricing.Price
+
 Parsing is pure (:func:`parse_apps`); :func:`read_apps_file` adds a bounded read. Every mistake
 is a :class:`ConfigError` of one line that names the setting, the file and the app, never a
 key. Only the SHA-256 digest of each key is kept: a plain ``key`` is hashed as it is read.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.config.base import ConfigError, Secret
+from gateway.pricing import PRICE_FIELDS, Price
 
 SETTING: Final = "GATEWAY_APPS"
 DEFAULT_APP: Final = "default"
@@ -95,6 +99,7 @@ class AppsConfig:
     """What an apps file holds."""
 
     apps: tuple[App, ...] = ()
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
 
 class Apps:
@@ -170,17 +175,18 @@ def read_apps_file(path: str) -> AppsConfig:
 
 
 def parse_apps(text: str, *, source: str = "") -> AppsConfig:
-    """The apps of an apps file's text; :class:`ConfigError` names the mistake."""
+    """The apps and prices of an apps file's text; :class:`ConfigError` names the mistake."""
     where = f"{SETTING} ({source})" if source else SETTING
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib says where, never what the line holds: no key is echoed.
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
-    unknown = sorted(set(document) - {"apps"})
+    unknown = sorted(set(document) - {"apps", "prices"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown table {unknown[0]!r}; the file holds [apps.<name>] tables"
+            f"{where}: unknown table {unknown[0]!r}; the file holds [apps.<name>] and "
+            "[prices.<model>] tables"
         )
     apps_table = _table(document.get("apps", {}), f"{where}: 'apps'")
     if len(apps_table) > MAX_APPS:
@@ -195,7 +201,9 @@ def parse_apps(text: str, *, source: str = "") -> AppsConfig:
                 "needs a key of its own"
             )
         seen[app.key_digest] = app.name
-    return AppsConfig(apps=apps)
+    prices_table = _table(document.get("prices", {}), f"{where}: 'prices'")
+    prices = {model: _price(model, body, where) for model, body in prices_table.items()}
+    return AppsConfig(apps=apps, prices=prices)
 
 
 def _app(name: str, raw: Any, where: str) -> App:
@@ -293,3 +301,21 @@ def _paths(body: Mapping[str, Any], what: str) -> tuple[str, ...] | None:
             "'audio.output.voice' (an empty list locks nothing)"
         )
     return tuple(value)
+
+
+def _price(model: str, raw: Any, where: str) -> Price:
+    what = f"{where}: prices of {model[:80]!r}"
+    body = _table(raw, what)
+    unknown = sorted(set(body) - set(PRICE_FIELDS))
+    missing = [f for f in PRICE_FIELDS if f not in body]
+    if unknown or missing:
+        problem = f"unknown field {unknown[0][:80]!r}" if unknown else f"no {missing[0]!r}"
+        raise ConfigError(
+            f"{what} has {problem}; each model needs {', '.join(PRICE_FIELDS)} (USD per 1M tokens)"
+        )
+    try:
+        return Price(**body)
+    except ValueError:
+        raise ConfigError(
+            f"{what}: every price must be a number of US dollars, 0 or more"
+        ) from None

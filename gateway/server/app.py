@@ -19,6 +19,7 @@ from gateway.config.apps import Apps
 from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
+from gateway.pricing import PriceTable
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.recording import Recordings
 from gateway.rtc import compat, guard
@@ -65,6 +66,7 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         else CLIENT_EVENT_TYPES
     )
     metrics = Metrics(registry)
+    prices = settings.apps_config.prices if settings.apps_config is not None else None
     return CallServices(
         metrics=metrics,
         policy=PolicyConfig(
@@ -85,6 +87,7 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         )
         if settings.recordings_dir
         else None,
+        prices=PriceTable(prices),
     )
 
 

@@ -1,6 +1,6 @@
 """Apps at the web layer: what an app's calls may ask for, and reloading the apps file.
 
-A reload (SIGHUP) swaps the apps for new requests; live calls go on as
+A reload (SIGHUP) swaps the apps and the prices at once for new requests; live calls go on as
 they started. A file that does not parse changes nothing: the old apps stay, and one line
 (``apps.reload_refused``) says why, never with a key in it.
 """
@@ -18,6 +18,7 @@ from gateway.config import ConfigError
 from gateway.config.apps import App, Apps, read_apps_file
 from gateway.errors import InvalidRequest
 from gateway.policy import PolicyConfig
+from gateway.pricing import PriceTable
 from gateway.protocol.paths import MISSING, get_path
 from gateway.server.state import GatewayState
 
@@ -68,8 +69,8 @@ def check_allowed(app: App, session: Mapping[str, Any]) -> None:
 
 
 async def reload_apps(state: GatewayState) -> bool:
-    """Read ``GATEWAY_APPS`` again and use it from now on; on any mistake keep the apps in
-    use. Whether the new file was taken."""
+    """Read ``GATEWAY_APPS`` again and use it from now on; on any mistake keep the apps (and
+    prices) in use. Whether the new file was taken."""
     path = state.settings.apps_file
     if path is None:
         log.info("apps.reload_skipped", reason="GATEWAY_APPS is not set")
@@ -82,5 +83,6 @@ async def reload_apps(state: GatewayState) -> bool:
         log.error("apps.reload_refused", reason=str(exc), apps=len(state.apps))
         return False
     state.apps = apps
-    log.info("apps.reloaded", apps=len(apps))
+    state.services = replace(state.services, prices=PriceTable(config.prices))
+    log.info("apps.reloaded", apps=len(apps), prices=len(config.prices))
     return True

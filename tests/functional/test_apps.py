@@ -1,4 +1,4 @@
-"""Apps: several gateway keys, each an app with its own limits.
+"""Apps: several gateway keys, each an app with its own limits; and what each call cost.
 
 A real gateway in front of the emulator, real aiortc browsers on loopback.
 """
@@ -17,14 +17,21 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from gateway.config.apps import read_apps_file
-from gateway.emulator import Emulator
+from gateway.emulator import Emulator, EmulatorCall, EmulatorSettings
+from gateway.pricing import PUBLISHED, Price, Usage, cost
+from gateway.server.app import create_app
 from gateway.server.apps import reload_apps
 from tests.functional.conftest import (
     GATEWAY_KEY,
+    LOOPBACK,
+    OPENAI_KEY,
     GatewayFactory,
+    gateway_settings,
     state_of,
 )
 from tests.functional.test_cli import clean_env, free_port, refused, run
@@ -341,6 +348,146 @@ class TestReload:
             _, status, _ = await call(gateway, peers, SUPPORT_KEY)
             assert status == 201
         assert state.calls.find(running) is not None  # the call of the removed app goes on
+
+
+class TestCost:
+    async def test_tokens_and_cost_by_app_match_usage_times_price(
+        self, aiohttp_client: AiohttpClient, peers: list[TestPeer], tmp_path: Path
+    ) -> None:
+        """An upstream that is gpt-realtime: /metrics holds, per app, exactly the tokens of
+        the emulator's response.done usages and their cost at the published prices (cached
+        text included); call.ended and the admin view carry the call's cost."""
+        emulator = Emulator(
+            EmulatorSettings(
+                ice_addresses=LOOPBACK, api_key=OPENAI_KEY, model="gpt-realtime", record_events=True
+            )
+        )
+        url = await emulator.start()
+        try:
+            # Long instructions: the second response reads a cached prefix of over 1024 tokens.
+            instructions = "Answer briefly and kindly. " * 200
+            text = (
+                TWO_APPS
+                + f'\n[apps.sales.session]\ninstructions = "{instructions}"\n'
+                + "[apps.support.session]\ninstructions = 'Short.'\n"
+            )
+            path = write(tmp_path, text)
+            gateway = await aiohttp_client(create_app(gateway_settings(url, **with_apps(path))))
+            peer, status, call_id = await call(gateway, peers, await mint(gateway, SALES_KEY))
+            assert status == 201
+            await peer.wait_open()
+            await peer.next_event("session.created")
+            for words in ("Hello there.", "And again."):
+                peer.send(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": words}],
+                        },
+                    }
+                )
+                peer.send({"type": "response.create"})
+                await peer.next_event("response.done", timeout=10)
+            peer.mic.say(0.6)  # and one spoken turn: audio in, audio out
+            await peer.next_event("response.done", timeout=10)
+            (upstream,) = emulator.calls.values()
+            usages = [
+                e["response"]["usage"] for e in upstream.sent_events if e["type"] == "response.done"
+            ]
+            assert len(usages) == 3
+            parsed = [Usage.from_realtime(u) for u in usages]
+            assert any(u.cached_text > 0 for u in parsed) and any(u.input_audio for u in parsed)
+            expected_cost = 0.0
+            for usage in parsed:  # summed in the order the gateway counted them
+                expected_cost += cost(PUBLISHED["gpt-realtime"], usage)
+
+            view = await (
+                await gateway.get(f"/v1/realtime/calls/{call_id}", headers=auth(GATEWAY_KEY))
+            ).json()
+            assert view["app"] == "sales" and view["model"] == "gpt-realtime"
+            assert view["cost_usd"] == expected_cost
+            with capture_logs() as logs:
+                await hangup(gateway, call_id, GATEWAY_KEY)
+            (ended,) = [e for e in logs if e["event"] == "call.ended"]
+            assert ended["app"] == "sales" and ended["cost_usd"] == expected_cost
+
+            samples = await scrape(gateway)
+            sales = {"app": "sales", "model": "gpt-realtime"}
+            for kind in ("input_text", "input_audio", "output_text", "output_audio"):
+                want = sum(getattr(u, kind) for u in parsed)
+                got = value(samples, "realtime_gateway_tokens_total", **sales, kind=kind)
+                assert got == want, kind
+            cached = sum(u.cached_text + u.cached_audio for u in parsed)
+            tokens = value(samples, "realtime_gateway_tokens_total", **sales, kind="input_cached")
+            assert tokens == cached
+            assert value(samples, "realtime_gateway_cost_usd_total", **sales) == expected_cost
+            assert not [key for key in samples if ("app", "support") in key[1]]
+        finally:
+            await emulator.aclose()
+
+    async def test_prices_from_the_apps_file(
+        self,
+        make_gateway: GatewayFactory,
+        emulator: Emulator,
+        peers: list[TestPeer],
+        tmp_path: Path,
+    ) -> None:
+        """A [prices.<model>] table prices a model the published table lacks (the emulator's
+        own name); before, its tokens were counted with no cost, under model="other"."""
+        path = write(tmp_path, TWO_APPS)
+        gateway = await make_gateway(**with_apps(path))
+
+        async def one_turn() -> EmulatorCall:
+            peer, status, call_id = await call(gateway, peers, SALES_KEY)
+            assert status == 201
+            await peer.wait_open()
+            peer.send({"type": "response.create"})
+            await peer.next_event("response.done", timeout=10)
+            running = state_of(gateway).calls.find(call_id)
+            assert running is not None and running.upstream_call_id is not None
+            upstream = emulator.calls[running.upstream_call_id]
+            await hangup(gateway, call_id, SALES_KEY)
+            return upstream
+
+        await one_turn()
+        samples = await scrape(gateway)
+        assert value(samples, "realtime_gateway_cost_usd_total", app="sales", model="other") == 0
+        tokens = value(
+            samples, "realtime_gateway_tokens_total", app="sales", model="other", kind="output_text"
+        )
+        assert tokens > 0
+
+        price = Price(1.0, 0.5, 2.0, 3.0, 0.25, 4.0)
+        fields = "\n".join(f"{k} = {v}" for k, v in vars(price).items())
+        path.write_text(TWO_APPS + f'\n[prices."realtime-emulator"]\n{fields}\n')
+        assert await reload_apps(state_of(gateway)) is True
+        upstream = await one_turn()
+        done = next(e for e in upstream.sent_events if e["type"] == "response.done")
+        usage = Usage.from_realtime(done["response"]["usage"])
+        samples = await scrape(gateway)
+        got = value(
+            samples, "realtime_gateway_cost_usd_total", app="sales", model="realtime-emulator"
+        )
+        assert got == cost(price, usage) > 0
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(client: Client) -> Samples:
+    """Every sample of /metrics, parsed by prometheus_client's own text parser."""
+    text = await (await client.get("/metrics")).text()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 class TestProcess:

@@ -18,6 +18,7 @@ from gateway.config.apps import (
     parse_apps,
     read_apps_file,
 )
+from gateway.pricing import PUBLISHED, Price
 
 KEY_A = "gk_support_0123456789abcdef"
 KEY_B = "gk_sales_fedcba9876543210"
@@ -39,6 +40,14 @@ instructions = "You are the support desk."
 
 [apps.sales]
 key_sha256 = "{SHA_B}"
+
+[prices."gpt-realtime"]
+input_text = 1
+cached_input_text = 0.1
+output_text = 2
+input_audio = 3
+cached_input_audio = 0.3
+output_audio = 4
 """
 
 
@@ -70,10 +79,11 @@ class TestParse:
         )
         assert sales.name == "sales" and sales.key_digest == bytes.fromhex(SHA_B)
         assert sales.max_calls is None and sales.models is None
+        assert config.prices == {"gpt-realtime": Price(1, 0.1, 2, 3, 0.3, 4)}
         assert KEY_A not in repr(config) and SHA_B not in repr(config)
 
     def test_an_empty_file_has_no_apps(self) -> None:
-        """An empty file: the single key goes on as it was."""
+        """A file may hold only prices, or nothing: the single key goes on as it was."""
         assert parse_apps("").apps == ()
 
     def test_a_key_shorter_than_the_minimum(self) -> None:
@@ -105,7 +115,7 @@ class TestParse:
         assert "unknown field 'max_call'" in message and "max_calls" in message
 
     def test_unknown_tables_are_refused(self) -> None:
-        """Only [apps.*] is understood."""
+        """Only [apps.*] and [prices.*] are understood."""
         assert "unknown table 'app'" in refused(f'[app.a]\nkey = "{KEY_A}"\n')
 
     def test_bad_values(self) -> None:
@@ -123,6 +133,14 @@ class TestParse:
     def test_bad_app_names(self) -> None:
         """Names become metric labels and log fields: a small alphabet."""
         assert "app name" in refused(f'[apps."a b"]\nkey = "{KEY_A}"\n')
+
+    def test_bad_prices(self) -> None:
+        """A price table needs every field, each 0 or more."""
+        fields = "input_text = 1\ncached_input_text = 1\noutput_text = 1\ninput_audio = 1\n"
+        assert "no 'cached_input_audio'" in refused(f"[prices.m]\n{fields}")
+        full = fields + "cached_input_audio = 1\noutput_audio = 1\n"
+        assert "0 or more" in refused(f"[prices.m]\n{full.replace('= 1', '= -1', 1)}")
+        assert "unknown field 'image'" in refused(f"[prices.m]\n{full}image = 1\n")
 
     def test_not_toml(self) -> None:
         """A syntax error says where, and never echoes the line (it may hold a key)."""
@@ -218,3 +236,6 @@ class TestSettings:
         path.write_text(f'[apps.a]\nkey = "{KEY_A}"\n')
         with pytest.raises(ConfigError, match="same key as GATEWAY_API_KEY"):
             Settings.from_env({"GATEWAY_APPS": str(path), "GATEWAY_API_KEY": KEY_A})
+
+    def test_the_published_prices_are_the_default(self) -> None:
+        assert "gpt-realtime" in PUBLISHED and "gpt-realtime-mini" in PUBLISHED
