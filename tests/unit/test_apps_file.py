@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.banner import banner
 from gateway.config import ConfigError, Secret, Settings
 from gateway.config.apps import (
     DEFAULT_APP,
@@ -224,6 +225,14 @@ class TestSettings:
         assert settings.apps_config is not None and len(settings.apps_config.apps) == 2
         # Apps hold the keys: no key is made up for the emulator on top of them.
         assert settings.gateway_api_key is None and not settings.gateway_api_key_generated
+
+    def test_the_banner_names_the_apps_not_a_missing_key(self, tmp_path: Path) -> None:
+        """Apps without GATEWAY_API_KEY are keys enough: the banner lists them, no alarm."""
+        path = tmp_path / "apps.toml"
+        path.write_text(TWO_APPS)
+        text = banner(Settings.from_env({"GATEWAY_APPS": str(path)}))
+        assert "apps:         2 from GATEWAY_APPS (support, sales)" in text
+        assert "MISSING" not in text and KEY_A not in text
 
     def test_a_broken_file_stops_startup(self, tmp_path: Path) -> None:
         path = tmp_path / "apps.toml"
