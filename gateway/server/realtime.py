@@ -336,13 +336,17 @@ async def list_calls(request: web.Request) -> web.Response:
     Another process's calls are as that process reports them; one that does not answer in time
     has its calls listed from the directory, with what the directory knows."""
     state = _state(request)
-    app = require_server(request, state)
-    data = [_view(state, call) for call in state.calls if sees(app, call.request.app)]
     forwarder = state.forwarder
     local_only = request.query.get("scope") == "local" and (
         forwarder is not None and forwarder.is_forwarded(request)
     )
-    if state.stores.shared and forwarder is not None and not local_only:
+    # A sibling's signed request for this process's own calls carries no key of an app (it
+    # asks on behalf of whichever app listed, and keeps only that app's calls).
+    app = None if local_only else require_server(request, state)
+    data = [
+        _view(state, call) for call in state.calls if app is None or sees(app, call.request.app)
+    ]
+    if app is not None and state.stores.shared and forwarder is not None and not local_only:
         elsewhere_by_owner: dict[str, list[CallEntry]] = {}
         for entry in await state.stores.calls.entries():
             if forwarder.owner_elsewhere(entry) and sees(app, entry.app):
