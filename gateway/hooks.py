@@ -67,6 +67,8 @@ class CallSummary:
     tokens: Mapping[str, int]
     """Tokens per billing kind (``gateway.metrics.TOKEN_KINDS``), summed over the call."""
     tool_calls: int
+    cost_usd: float | None = None
+    """US dollars, usage x the price table (``None``: the call's model has no price)."""
 
 
 class Hooks:

@@ -80,6 +80,7 @@ class CallSnapshot:
             server_events=self.server_events,
             tokens=dict(self.tokens),
             tool_calls=self.tool_calls,
+            cost_usd=self.cost_usd,
         )
 
     def view(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from tests.functional.conftest import (
     gateway_settings,
     state_of,
 )
+from tests.functional.fixtures.sample_hooks import Recorder
 from tests.functional.test_cli import clean_env, free_port, refused, run
 from tests.functional.test_http_api import assert_error
 from tests.support.peer import TestPeer
@@ -356,7 +357,8 @@ class TestCost:
     ) -> None:
         """An upstream that is gpt-realtime: /metrics holds, per app, exactly the tokens of
         the emulator's response.done usages and their cost at the published prices (cached
-        text included); call.ended and the admin view carry the call's cost."""
+        text included); call.ended, the admin view and on_session_end hooks carry the call's
+        cost."""
         emulator = Emulator(
             EmulatorSettings(
                 ice_addresses=LOOPBACK, api_key=OPENAI_KEY, model="gpt-realtime", record_events=True
@@ -372,7 +374,14 @@ class TestCost:
                 + "[apps.support.session]\ninstructions = 'Short.'\n"
             )
             path = write(tmp_path, text)
-            gateway = await aiohttp_client(create_app(gateway_settings(url, **with_apps(path))))
+            Recorder.instances.clear()
+            hooks = "tests.functional.fixtures.sample_hooks:Recorder"
+            transcripts = tmp_path / "transcripts"
+            transcripts.mkdir()
+            settings = gateway_settings(
+                url, hooks=hooks, transcripts_dir=str(transcripts), **with_apps(path)
+            )
+            gateway = await aiohttp_client(create_app(settings))
             peer, status, call_id = await call(gateway, peers, await mint(gateway, SALES_KEY))
             assert status == 201
             await peer.wait_open()
@@ -412,6 +421,13 @@ class TestCost:
                 await hangup(gateway, call_id, GATEWAY_KEY)
             (ended,) = [e for e in logs if e["event"] == "call.ended"]
             assert ended["app"] == "sales" and ended["cost_usd"] == expected_cost
+            (summary,) = Recorder.instances[-1].ended  # what on_session_end hooks get
+            assert summary.cost_usd == expected_cost
+            lines = (transcripts / f"{call_id}.jsonl").read_text().splitlines()
+            records = [json.loads(line) for line in lines]
+            last = records[-1]
+            assert last["kind"] == "call_ended" and last["app"] == "sales"
+            assert last["cost_usd"] == expected_cost
 
             samples = await scrape(gateway)
             sales = {"app": "sales", "model": "gpt-realtime"}
