@@ -52,6 +52,10 @@ def banner(settings: Settings, *, workers: int = 1, primary_address: str | None 
             "only, for trials"
         )
     key = settings.gateway_api_key
+    apps = settings.apps_config.apps if settings.apps_config is not None else ()
+    if apps:
+        names = ", ".join(app.name for app in apps[:5]) + (", …" if len(apps) > 5 else "")
+        lines.append(f"  apps:         {len(apps)} from GATEWAY_APPS ({names})")
     if key is not None and settings.gateway_api_key_generated:
         lines.append(
             f"  gateway key:  {key.reveal()}  (generated for this run; set GATEWAY_API_KEY "
@@ -59,7 +63,7 @@ def banner(settings: Settings, *, workers: int = 1, primary_address: str | None 
         )
     elif key is not None:
         lines.append("  gateway key:  set (GATEWAY_API_KEY)")
-    else:
+    elif not apps:
         lines.append(
             "  gateway key:  MISSING: your backend cannot mint client secrets; set "
             "GATEWAY_API_KEY (e.g. openssl rand -hex 24)"

@@ -232,7 +232,7 @@ async def _run_gateway(settings: Settings, app: web.Application) -> None:
 
     import structlog
 
-    from gateway.server.app import drain
+    from gateway.server.app import drain, reload_on_signal
     from gateway.server.heads import GatewayRunner
 
     log = structlog.get_logger("gateway")
@@ -257,6 +257,7 @@ async def _run_gateway(settings: Settings, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_on_signal(app))
         await stop.wait()
         await drain(app, settings.drain_timeout)
     finally:

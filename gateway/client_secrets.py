@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.apps import DEFAULT_APP
 from gateway.errors import AuthenticationError, RateLimited
 
 TOKEN_PREFIX = "ek_"
@@ -30,6 +31,8 @@ class ClientSecret:
     created_at: float
     expires_at: int
     session: dict[str, Any]
+    app: str = DEFAULT_APP
+    """The app whose backend minted it: the browser's call is that app's."""
 
 
 def new_token() -> str:

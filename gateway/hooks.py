@@ -25,6 +25,7 @@ from typing import Any, Final
 import structlog
 
 from gateway.config import ConfigError
+from gateway.config.apps import DEFAULT_APP
 from gateway.types import Event
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,8 @@ class CallInfo:
     session: Mapping[str, Any]
     started_at: float
     """Unix time (``time.time()``)."""
+    app: str = DEFAULT_APP
+    """The app the call is for (whose gateway key opened it, or minted its client secret)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class CallSummary:
     tokens: Mapping[str, int]
     """Tokens per billing kind (``gateway.metrics.TOKEN_KINDS``), summed over the call."""
     tool_calls: int
+    cost_usd: float | None = None
+    """US dollars, usage x the price table (``None``: the call's model has no price)."""
 
 
 class Hooks:

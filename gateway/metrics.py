@@ -152,8 +152,15 @@ class Metrics:
         )
         self._tokens = Counter(
             f"{PREFIX}_tokens",
-            "Tokens billed upstream, from response.done usage.",
-            ["kind"],
+            "Tokens billed upstream, from response.done usage, by app, model and kind.",
+            ["app", "model", "kind"],
+            registry=r,
+        )
+        self._cost = Counter(
+            f"{PREFIX}_cost_usd",
+            "What calls cost upstream in US dollars (usage x the price table), by app and "
+            "model; models without a price are not counted here.",
+            ["app", "model"],
             registry=r,
         )
         self._voice_seconds = Counter(
@@ -234,8 +241,6 @@ class Metrics:
             self._sessions.labels(outcome)
         for dialect in ("ga", "beta", "live", "translation"):
             self._started.labels(dialect)
-        for kind in TOKEN_KINDS:
-            self._tokens.labels(kind)
         for leg in LEGS:
             self._lost.labels(leg)
             self._messages_dropped.labels(leg)
@@ -294,15 +299,16 @@ class Metrics:
         self._events.labels(direction, label_for(event_type)).inc()
         self._event_bytes.labels(direction).inc(size)
 
-    def usage(self, usage: Mapping[str, Any]) -> None:
-        """Count the tokens of one ``response.done`` usage object."""
-        self.tokens(tokens_by_kind(usage))
-
-    def tokens(self, by_kind: Mapping[str, int]) -> None:
-        """Count tokens already sorted by billing kind."""
+    def tokens(
+        self, by_kind: Mapping[str, int], *, app: str, model: str, cost_usd: float | None = None
+    ) -> None:
+        """Count one response's tokens, sorted by billing kind, and what they cost (``None``:
+        the model has no price). ``model`` is a bounded label (gateway.pricing's)."""
         for kind, value in by_kind.items():
             if value:
-                self._tokens.labels(kind).inc(value)
+                self._tokens.labels(app, model, kind).inc(value)
+        if cost_usd is not None:
+            self._cost.labels(app, model).inc(cost_usd)
 
     def voice_seconds(self, seconds: float) -> None:
         """Add seconds of Live voice a session's usage grew by."""

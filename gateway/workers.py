@@ -127,8 +127,15 @@ def supervise(settings: Settings, environ: Mapping[str, str]) -> int:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
 
+    def reload(signum: int, frame: object) -> None:
+        # Each worker reads GATEWAY_APPS again itself (and keeps its apps if the file is broken).
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     print(
         f"realtime-gateway: {count} workers on port {settings.port}",
         file=sys.stderr,

@@ -163,6 +163,9 @@ class Call:
             voice_seconds=stats.voice_seconds if self.dialect == "live" else None,
             upstream_sessions=len(self.link.sessions) or 1,
             upstream_call_ids=tuple(self.link.sessions),
+            app=self.request.app,
+            model=self.pipeline.model,
+            cost_usd=self.pipeline.cost_usd,
         )
 
     # -- running -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics, responses_tokens, tokens_by_kind
 from gateway.policy import ClientPolicy
+from gateway.pricing import PriceTable, Usage
 from gateway.protocol import beta
 from gateway.protocol.catalog import label_for
 from gateway.protocol.conversation import Concealer, Conversation, Replay
@@ -113,6 +114,8 @@ class PipelineStats:
     # True between the upstream's speech_started and speech_stopped: the user is talking.
     speaking: bool = False
     tokens: dict[str, int] = field(default_factory=dict)
+    # USD so far (usage x the price table); None while the call's model has no price.
+    cost_usd: float | None = None
 
 
 class EventPipeline:
@@ -130,6 +133,7 @@ class EventPipeline:
         recorder: CallRecorder | None = None,
         log_throttle: LogThrottle | None = None,
         continuity: bool = False,
+        prices: PriceTable | None = None,
     ) -> None:
         self.info = info
         # Continuity (a Realtime call whose upstream session may be replaced): what was said,
@@ -150,6 +154,7 @@ class EventPipeline:
         self.concealed = False
         """Whether the last server event was a seam of a session replacement (not shown to the
         browser, nor to a sideband, which follows the call rather than a session)."""
+        self._prices = prices if prices is not None else PriceTable()
         self._beta = dialect == "beta"
         # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
         self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
@@ -211,6 +216,19 @@ class EventPipeline:
         self._log_throttle = log_throttle or LogThrottle()
         # The session as the upstream last reported it: what locked fields are compared with.
         self.session: dict[str, Any] = dict(info.session)
+
+    @property
+    def model(self) -> str | None:
+        """The call's model, as its session has it now."""
+        model = self.session.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD so far; ``None`` while nothing was priced and the model has no price."""
+        if self.stats.cost_usd is None and self._prices.price_of(self.model) is not None:
+            return 0.0
+        return self.stats.cost_usd
 
     # -- browser → upstream -------------------------------------------------------------------
 
@@ -580,9 +598,14 @@ class EventPipeline:
         usage = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(usage, dict):
             return
-        self._metrics.usage(usage)
-        for kind, value in tokens_by_kind(usage).items():
+        by_kind = tokens_by_kind(usage)
+        cost = self._prices.cost(self.model, Usage.from_realtime(usage))
+        label = self._prices.label(self.model)
+        self._metrics.tokens(by_kind, app=self.info.app, model=label, cost_usd=cost)
+        for kind, value in by_kind.items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
+        if cost is not None:
+            self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
 
     def _count_delegate_usage(self, nested: Any) -> None:
         """A Live session's Responses delegate bills tokens: its usage comes once, when one of
@@ -594,7 +617,7 @@ class EventPipeline:
         if not isinstance(usage, dict):
             return
         by_kind = responses_tokens(usage)
-        self._metrics.tokens(by_kind)
+        self._metrics.tokens(by_kind, app=self.info.app, model=self._prices.label(self.model))
         for kind, value in by_kind.items():
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
 
@@ -649,7 +672,11 @@ class EventPipeline:
                     self._write_record(record)
         if self._builder is not None:
             for record in self._builder.call_ended(
-                reason=reason, outcome=outcome, duration_s=duration_s
+                reason=reason,
+                outcome=outcome,
+                duration_s=duration_s,
+                app=self.info.app,
+                cost_usd=self.cost_usd,
             ):
                 self._write_record(record)
 

@@ -72,6 +72,7 @@ class CallRegistry:
             started_at=time.time() - (time.monotonic() - call.created_at),
             token_digest=digest.hex() if digest is not None else None,
             upstream_call_id=call.upstream_call_id,
+            app=call.request.app,
         )
 
     async def _run(self, call: Call) -> None:

@@ -19,10 +19,12 @@ import structlog
 from gateway.call.link import UpstreamLink
 from gateway.call.pipeline import EventPipeline
 from gateway.config import IceServer
+from gateway.config.apps import DEFAULT_APP
 from gateway.errors import InvalidOffer
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
 from gateway.policy import ClientPolicy, PolicyConfig
+from gateway.pricing import PriceTable
 from gateway.protocol.events import encode_event
 from gateway.protocol.live import delegates_to_responses
 from gateway.protocol.sdp import inspect_offer
@@ -67,6 +69,9 @@ class CallRequest:
     # What the upstream is asked for, when it differs from ``session`` (the call's own view):
     # a Live session's frontend permissions are held by the gateway, not sent upstream.
     upstream_session: dict[str, Any] | None = None
+    # The app the call is for, and its client-event policy when it differs from the gateway's.
+    app: str = DEFAULT_APP
+    policy: PolicyConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class CallServices:
     recordings: Recordings | None = None
     # Work a call leaves behind (hanging up an upstream session a refused setup had dialled).
     background: TaskSet = field(default_factory=TaskSet)
+    # What tokens cost, by model (replaced when the apps file is reloaded).
+    prices: PriceTable = field(default_factory=PriceTable)
 
 
 async def open_call(
@@ -218,6 +225,7 @@ def make_pipeline(
         dialect=request.dialect,
         session=request.session,
         started_at=time.time(),
+        app=request.app,
     )
     transcript = (
         TranscriptWriter(services.transcripts_dir, call_id)
@@ -247,13 +255,14 @@ def make_pipeline(
         info=info,
         dialect=request.dialect,
         metrics=services.metrics,
-        policy=ClientPolicy(services.policy, server_session=info.session),
+        policy=ClientPolicy(request.policy or services.policy, server_session=info.session),
         hooks=services.hooks,
         tools=tools,
         transcript=transcript,
         recorder=recorder,
         to_browser=to_browser,
         continuity=continuity,
+        prices=services.prices,
     )
     pipeline_ref.append(pipeline)
     return pipeline

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.apps import DEFAULT_APP
 from gateway.hooks import CallSummary
 
 
@@ -43,12 +44,18 @@ class CallSnapshot:
     """Upstream sessions that carried the call (more than one: continuity replaced some)."""
     upstream_call_ids: tuple[str, ...] = ()
     """Their ids, oldest first."""
+    app: str = DEFAULT_APP
+    model: str | None = None
+    cost_usd: float | None = None
+    """USD so far, usage x the price table (None: the model has no price)."""
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``call.ended`` log line."""
         return {
             "call_id": self.call_id,
             "upstream_call_id": self.upstream_call_id,
+            "app": self.app,
+            "model": self.model,
             "reason": self.reason,
             "outcome": self.outcome,
             "duration_s": round(self.duration_s, 3),
@@ -58,6 +65,7 @@ class CallSnapshot:
             "policy_violations": self.policy_violations,
             "tool_calls": self.tool_calls,
             "tokens": dict(self.tokens),
+            "cost_usd": self.cost_usd,
             "audio_packets": dict(self.audio_packets),
             "audio_dropped": dict(self.audio_dropped),
             "messages_dropped": dict(self.messages_dropped),
@@ -82,6 +90,7 @@ class CallSnapshot:
             server_events=self.server_events,
             tokens=dict(self.tokens),
             tool_calls=self.tool_calls,
+            cost_usd=self.cost_usd,
         )
 
     def view(self) -> dict[str, Any]:
@@ -90,6 +99,8 @@ class CallSnapshot:
             "id": self.call_id,
             "object": "realtime.call",
             "upstream_call_id": self.upstream_call_id,
+            "app": self.app,
+            "model": self.model,
             "dialect": self.dialect,
             "media": self.media,
             "age_s": round(self.duration_s, 3),
@@ -104,6 +115,7 @@ class CallSnapshot:
             "usage": dict(self.tokens)
             if self.voice_seconds is None
             else {"seconds": self.voice_seconds},
+            "cost_usd": self.cost_usd,
             "audio_packets": dict(self.audio_packets),
             "upstream_sessions": self.upstream_sessions,
         }

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gateway.config.apps import Apps, AppsConfig, read_apps_file
 from gateway.config.base import DEFAULT_OPENAI_BASE_URL, ConfigError, IceServer, Secret
 from gateway.config.values import (
     _addresses,
@@ -46,6 +47,9 @@ class Settings:
     gateway_api_key: Secret | None = None
     # True when GATEWAY_API_KEY was not set and one was generated for this run (emulator mode).
     gateway_api_key_generated: bool = False
+    # GATEWAY_APPS: the apps file, and what it held at startup (SIGHUP reads it again).
+    apps_file: str | None = None
+    apps_config: AppsConfig | None = None
     # Host addresses ICE may offer on each leg; empty means aioice's default (every non-loopback).
     ice_addresses: tuple[str, ...] = ()
     upstream_ice_addresses: tuple[str, ...] = ()
@@ -131,7 +135,11 @@ class Settings:
         openai_key = _secret(env.get("OPENAI_API_KEY"))
         gateway_key = _secret(env.get("GATEWAY_API_KEY"))
         generated = False
-        if gateway_key is None and openai_key is None:
+        apps_file = env.get("GATEWAY_APPS")
+        apps_config = read_apps_file(apps_file) if apps_file is not None else None
+        Apps.of(apps_config, gateway_key)  # refuses an app that clashes with GATEWAY_API_KEY
+        no_apps = apps_config is None or not apps_config.apps
+        if gateway_key is None and openai_key is None and no_apps:
             # Emulator mode spends nothing, so a fresh key per run is safe and saves a step.
             gateway_key = Secret("gk_" + secrets.token_urlsafe(24))
             generated = True
@@ -169,6 +177,8 @@ class Settings:
             ),
             "gateway_api_key": gateway_key,
             "gateway_api_key_generated": generated,
+            "apps_file": apps_file,
+            "apps_config": apps_config,
             "ice_addresses": ice,
             "upstream_ice_addresses": upstream_ice,
             "model": env.get("GATEWAY_MODEL", cls.model),

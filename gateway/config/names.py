@@ -20,6 +20,7 @@ SETTINGS: Final[dict[str, str]] = {
     "GATEWAY_HOST": "host",
     "GATEWAY_PORT": "port",
     "GATEWAY_API_KEY": "gateway_api_key",
+    "GATEWAY_APPS": "apps_file",
     "GATEWAY_ICE_ADDRESSES": "ice_addresses",
     "GATEWAY_UPSTREAM_ICE_ADDRESSES": "upstream_ice_addresses",
     "GATEWAY_MODEL": "model",

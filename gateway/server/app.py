@@ -15,9 +15,11 @@ from gateway.call.outcomes import EndReason
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices
 from gateway.config import Settings
+from gateway.config.apps import Apps
 from gateway.hooks import load_hooks
 from gateway.metrics import Metrics
 from gateway.policy import PolicyConfig
+from gateway.pricing import PriceTable
 from gateway.protocol.catalog import CLIENT_EVENT_TYPES
 from gateway.recording import Recordings
 from gateway.rtc import compat, guard
@@ -32,6 +34,7 @@ from gateway.server import (
     sideband,
     translations,
 )
+from gateway.server.apps import reload_apps
 from gateway.server.cluster import cluster, node_of
 from gateway.server.heads import HEADS, HeadDeadline
 from gateway.server.middlewares import (
@@ -64,6 +67,7 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         else CLIENT_EVENT_TYPES
     )
     metrics = Metrics(registry)
+    prices = settings.apps_config.prices if settings.apps_config is not None else None
     return CallServices(
         metrics=metrics,
         policy=PolicyConfig(
@@ -84,6 +88,7 @@ def services_from(settings: Settings, registry: CollectorRegistry | None = None)
         )
         if settings.recordings_dir
         else None,
+        prices=PriceTable(prices),
     )
 
 
@@ -105,6 +110,7 @@ def create_app(
         stores=stores,
         calls=CallRegistry(stores.calls, node_of(settings)),
         services=services_from(settings, registry),
+        apps=Apps.of(settings.apps_config, settings.gateway_api_key),
     )
     heads = HeadDeadline()
     app = web.Application(
@@ -199,6 +205,16 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.calls.close_all(EndReason.SHUTDOWN)
     await state.services.background.aclose()
+
+
+def reload_on_signal(app: web.Application) -> None:
+    """SIGHUP: read GATEWAY_APPS again, in the background (the calls' task set owns it)."""
+    state = app[STATE]
+
+    async def reload() -> None:
+        await reload_apps(state)
+
+    state.services.background.spawn(reload(), name="apps-reload")
 
 
 async def drain(app: web.Application, grace: float) -> None:

@@ -17,10 +17,11 @@ from aiohttp import web
 
 from gateway.call.outcomes import EndReason
 from gateway.call.setup import CallRequest, new_live_session_id
+from gateway.config.apps import DEFAULT_APP
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from gateway.protocol import live
 from gateway.server import realtime
-from gateway.server.auth import identify, require_server
+from gateway.server.auth import identify, require_server, sees
 from gateway.server.body import read_json
 from gateway.server.state import STATE, GatewayState
 
@@ -32,18 +33,23 @@ SESSIONS = "/v1/live/sessions"
 async def create_session(request: web.Request) -> web.Response:
     started = time.monotonic()
     state: GatewayState = request.app[STATE]
-    require_server(request, state)
+    app = require_server(request, state)
     caller = identify(request, state)
     passed_on = await realtime.admit(state, request, caller)
     if passed_on is not None:
         return passed_on
-    limit = 64 * 1024 + state.settings.max_sdp_bytes
-    created = live.parse_create_request(await read_json(request, limit))
-    return web.json_response(await start_session(state, created, started), status=201)
+    await realtime.admit_app(state, app)
+    try:
+        limit = 64 * 1024 + state.settings.max_sdp_bytes
+        created = live.parse_create_request(await read_json(request, limit))
+        body = await start_session(state, created, started, app=app.name)
+    finally:
+        state.release_app_slot(app)
+    return web.json_response(body, status=201)
 
 
 async def start_session(
-    state: GatewayState, created: live.LiveCreate, started: float
+    state: GatewayState, created: live.LiveCreate, started: float, *, app: str = DEFAULT_APP
 ) -> dict[str, Any]:
     """Open a Live session for an admitted request; its ``201`` body."""
     upstreams = state.live_upstreams
@@ -65,6 +71,7 @@ async def start_session(
             session=created.session,
             upstream_session=asked,
             dialect="live",
+            app=app,
         ),
         upstreams,
         started,
@@ -85,10 +92,10 @@ async def start_session(
 async def hangup(request: web.Request) -> web.Response:
     """End a Live session (gateway key), wherever it runs; ``200`` with an empty body."""
     state: GatewayState = request.app[STATE]
-    require_server(request, state)
+    app = require_server(request, state)
     session_id = request.match_info["session_id"]
     call = state.calls.find(session_id)
-    if call is None or call.dialect != "live":
+    if call is None or call.dialect != "live" or not sees(app, call.request.app):
         if call is None:
             entry = await realtime.elsewhere(state, request, session_id)
             if entry is not None and state.forwarder is not None:

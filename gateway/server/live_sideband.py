@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.call.call import Call
 from gateway.call.pipeline import LogThrottle
+from gateway.config.apps import App
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -39,7 +40,7 @@ from gateway.errors import (
 )
 from gateway.protocol.events import OversizedMessage, encode_event, parse_event
 from gateway.protocol.live import LiveGate, live_error_event
-from gateway.server.auth import is_gateway_key, require_server
+from gateway.server.auth import require_server, sees
 from gateway.server.realtime import elsewhere
 from gateway.server.state import STATE, GatewayState
 from gateway.types import Message
@@ -68,17 +69,18 @@ _ATTACHED: web.AppKey[dict[str, int]] = web.AppKey("live_sidebands")
 # -- before the upgrade ----------------------------------------------------------------------
 
 
-def _authorize(request: web.Request, state: GatewayState) -> None:
+def _authorize(request: web.Request, state: GatewayState) -> App:
     """The gateway key, as OpenAI's SDK sends a project key (a bearer header), or offered as a
     subprotocol by a browser, which cannot set headers on a WebSocket."""
-    if state.settings.gateway_api_key is not None:
+    if len(state.apps) > 0:
         for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
             offered = offered.strip()
             if offered.startswith(_KEY_PROTOCOL):
-                if is_gateway_key(state, offered[len(_KEY_PROTOCOL) :]):
-                    return
+                app = state.apps.authenticate(offered[len(_KEY_PROTOCOL) :])
+                if app is not None:
+                    return app
                 raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-    require_server(request, state)
+    return require_server(request, state)
 
 
 def _graceful_close(request: web.Request) -> bool:
@@ -103,7 +105,7 @@ def _no_such_session(session_id: str) -> NotFound:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    _authorize(request, state)
+    app = _authorize(request, state)
     graceful = _graceful_close(request)
     session_id = request.match_info["session_id"]
     call = state.calls.find(session_id)
@@ -117,7 +119,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 raise _no_such_session(session_id) from None
         raise _no_such_session(session_id)
     gate = call.pipeline.live
-    if call.dialect != "live" or gate is None:
+    if call.dialect != "live" or gate is None or not sees(app, call.request.app):
         raise _no_such_session(session_id)
     attached = request.app[_ATTACHED]
     if attached.get(session_id, 0) >= MAX_SIDEBANDS:

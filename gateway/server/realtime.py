@@ -20,6 +20,7 @@ from gateway.call.call import Call
 from gateway.call.outcomes import EndReason
 from gateway.call.setup import CallRequest, Dialect, new_call_id, open_call
 from gateway.client_secrets import token_digest
+from gateway.config.apps import App
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -35,7 +36,8 @@ from gateway.protocol.session import (
     parse_client_secret_request,
     without_locked,
 )
-from gateway.server.auth import Caller, identify, require_server
+from gateway.server.apps import app_policy, check_allowed
+from gateway.server.auth import Caller, identify, require_server, sees
 from gateway.server.body import read_json, read_offer
 from gateway.server.forward import Forwarder
 from gateway.server.state import STATE, GatewayState
@@ -51,42 +53,42 @@ def _state(request: web.Request) -> GatewayState:
     return request.app[STATE]
 
 
-async def _mint(state: GatewayState, requested: dict[str, Any], ttl: int) -> dict[str, Any]:
-    token, secret = await state.stores.secrets.mint(requested, ttl)
-    return {
-        "value": token,
-        "expires_at": secret.expires_at,
-        "session": state.resolve_session(requested),
-    }
+async def _mint(
+    state: GatewayState, app: App, requested: dict[str, Any], ttl: int
+) -> dict[str, Any]:
+    session = state.resolve_session(requested, app=app)
+    check_allowed(app, session)  # refused now, not when the browser calls
+    token, secret = await state.stores.secrets.mint(requested, ttl, app.name)
+    return {"value": token, "expires_at": secret.expires_at, "session": session}
 
 
 async def client_secrets(request: web.Request) -> web.Response:
     """Mint an ``ek_`` client secret for a browser; the app's backend calls this."""
     state = _state(request)
-    require_server(request, state)
+    app = require_server(request, state)
     ttl, requested = parse_client_secret_request(
         await read_json(request), state.settings.client_secret_ttl
     )
-    body = await _mint(state, requested, ttl)
-    log.info("client_secret.minted", expires_at=body["expires_at"])
+    body = await _mint(state, app, requested, ttl)
+    log.info("client_secret.minted", expires_at=body["expires_at"], app=app.name)
     return web.json_response(body)
 
 
 async def beta_sessions(request: web.Request) -> web.Response:
     """Beta ``POST /v1/realtime/sessions``: a flat session body, ``client_secret`` in the reply."""
     state = _state(request)
-    require_server(request, state)
+    app = require_server(request, state)
     body = await read_json(request)
     if body is not None and not isinstance(body, dict):
         check_session(body)  # raises the right 400
     ttl, requested = parse_client_secret_request(
         beta.client_secret_request_from_beta(body or {}), state.settings.client_secret_ttl
     )
-    minted = await _mint(state, requested, ttl)
+    minted = await _mint(state, app, requested, ttl)
     view = beta.client_secret_response_to_beta(minted)
     view.setdefault("id", "sess_" + secrets.token_hex(12))
     view.setdefault("object", "realtime.session")
-    log.info("client_secret.minted", expires_at=minted["expires_at"], dialect="beta")
+    log.info("client_secret.minted", expires_at=minted["expires_at"], dialect="beta", app=app.name)
     return web.json_response(view)
 
 
@@ -129,6 +131,18 @@ async def admit(state: GatewayState, request: web.Request, caller: Caller) -> we
     return None
 
 
+async def admit_app(state: GatewayState, app: App) -> None:
+    """Whether ``app`` may open one more call now: 429 (counted as refused) beyond its
+    calls_per_minute or its max_calls. Admitted, the call holds one of the app's slots until
+    :meth:`GatewayState.release_app_slot`."""
+    try:
+        await state.check_app_rate(app)
+        state.claim_app_slot(app)
+    except RateLimited:
+        state.metrics.call_rejected()
+        raise
+
+
 async def open_counted(
     state: GatewayState,
     call_id: str,
@@ -168,29 +182,59 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         return passed_on
     digest: bytes | None = None
     token_session: dict[str, Any] | None = None
-    if not caller.is_server:
+    app = caller.app
+    if app is None:
         # Check the secret before reading the body, but consume it only once the call exists,
         # so a bad offer or an upstream hiccup does not burn a single-use secret.
         secret = await state.stores.secrets.peek(caller.token)
         digest, token_session = secret.digest, secret.session
         if translation.is_translation(token_session):
             raise translation_secret_here()
+        app = state.app_named(secret.app)
+        if app is None:
+            # The app was removed since: its outstanding secrets go with it.
+            raise AuthenticationError(
+                "The app this client secret was minted for is no longer configured.",
+                code="invalid_api_key",
+            )
+    await admit_app(state, app)
+    try:
+        return await _open_for_app(
+            request, state, caller, app, dialect, started, digest, token_session
+        )
+    finally:
+        state.release_app_slot(app)
+
+
+async def _open_for_app(
+    request: web.Request,
+    state: GatewayState,
+    caller: Caller,
+    app: App,
+    dialect: Dialect,
+    started: float,
+    digest: bytes | None,
+    token_session: dict[str, Any] | None,
+) -> web.Response:
     body = await read_offer(request, state.settings.max_sdp_bytes)
     requested: list[dict[str, Any]] = []
     if dialect == "beta" and request.query.get("model"):
         requested.append({"model": request.query["model"]})
     if body.session is not None:
         requested.append(check_session(body.session))
+    policy = app_policy(state.services.policy, app)
     if not caller.is_server:
         # A browser's choices here are held to the locks its session.update events are.
-        server_session = state.upstream_session(token_session)
-        locked = state.services.policy.locked_session_fields
+        server_session = state.upstream_session(token_session, app=app)
+        locked = (policy or state.services.policy).locked_session_fields
         for index, override in enumerate(requested):
             requested[index], removed = without_locked(override, locked, server_session)
             if removed:
                 log.info("call.locked_fields_ignored", fields=removed, dialect=dialect)
     # What the app's backend put in the client secret wins over what the browser asks for.
     overrides: list[dict[str, Any] | None] = [*requested, token_session]
+    session = state.upstream_session(*overrides, app=app)
+    check_allowed(app, session)
     if state.upstreams is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()
@@ -200,9 +244,11 @@ async def _create_call(request: web.Request, dialect: Dialect) -> web.Response:
         call_id,
         CallRequest(
             offer_sdp=body.sdp,
-            session=state.upstream_session(*overrides),
+            session=session,
             dialect=dialect,
             token_digest=digest,
+            app=app.name,
+            policy=policy,
         ),
         state.upstreams,
         started,
@@ -233,6 +279,7 @@ async def answered(
         upstream_call_id=call.upstream_call_id,
         kind=kind,
         dialect=call.dialect,
+        app=call.request.app,
         setup_ms=round((time.monotonic() - started) * 1000),
     )
     return web.Response(
@@ -280,7 +327,7 @@ async def hangup(request: web.Request) -> web.Response:
         if entry is not None and state.forwarder is not None:
             return await state.forwarder.http(request, entry)
         raise _no_such_call(call_id)
-    allowed = caller.is_server or (
+    allowed = (caller.app is not None and sees(caller.app, call.request.app)) or (
         call.request.token_digest is not None
         and secrets.compare_digest(call.request.token_digest, token_digest(caller.token))
     )
@@ -311,16 +358,20 @@ async def list_calls(request: web.Request) -> web.Response:
     Another process's calls are as that process reports them; one that does not answer in time
     has its calls listed from the directory, with what the directory knows."""
     state = _state(request)
-    require_server(request, state)
-    data = [_view(state, call) for call in state.calls]
     forwarder = state.forwarder
     local_only = request.query.get("scope") == "local" and (
         forwarder is not None and forwarder.is_forwarded(request)
     )
-    if state.stores.shared and forwarder is not None and not local_only:
+    # A sibling's signed request for this process's own calls carries no key of an app (it
+    # asks on behalf of whichever app listed, and keeps only that app's calls).
+    app = None if local_only else require_server(request, state)
+    data = [
+        _view(state, call) for call in state.calls if app is None or sees(app, call.request.app)
+    ]
+    if app is not None and state.stores.shared and forwarder is not None and not local_only:
         elsewhere_by_owner: dict[str, list[CallEntry]] = {}
         for entry in await state.stores.calls.entries():
-            if forwarder.owner_elsewhere(entry):
+            if forwarder.owner_elsewhere(entry) and sees(app, entry.app):
                 elsewhere_by_owner.setdefault(entry.address, []).append(entry)
         for address, entries in elsewhere_by_owner.items():
             data += await _remote_views(forwarder, address, entries)
@@ -346,6 +397,7 @@ async def _remote_views(
             "dialect": e.dialect,
             "age_s": round(max(0.0, time.time() - e.started_at), 3),
             "owner": e.owner,
+            "app": e.app,
             "state": "unknown",
         }
         for e in entries
@@ -355,13 +407,15 @@ async def _remote_views(
 async def get_call(request: web.Request) -> web.Response:
     """Admin (gateway key): one live call, wherever it runs."""
     state = _state(request)
-    require_server(request, state)
+    app = require_server(request, state)
     call_id = request.match_info["call_id"]
     call = state.calls.find(call_id)
     if call is None:
         entry = await elsewhere(state, request, call_id)
-        if entry is not None and state.forwarder is not None:
+        if entry is not None and state.forwarder is not None and sees(app, entry.app):
             return await state.forwarder.http(request, entry)
+    if call is None or not sees(app, call.request.app):
+        # Another app's call is as absent as no call: no probing for live call ids.
         raise NotFound(f"No live call with id '{call_id[:200]}'.", param="call_id")
     return web.json_response(_view(state, call))
 

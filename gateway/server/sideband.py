@@ -15,8 +15,9 @@ import contextlib
 import structlog
 from aiohttp import WSMsgType, web
 
+from gateway.config.apps import App
 from gateway.errors import AuthenticationError, InvalidRequest, NotFound
-from gateway.server.auth import identify, is_gateway_key
+from gateway.server.auth import identify, sees
 from gateway.server.realtime import elsewhere
 from gateway.server.state import STATE
 
@@ -25,21 +26,25 @@ log = structlog.get_logger(__name__)
 _KEY_PROTOCOL = "openai-insecure-api-key."
 
 
-def _authorize(request: web.Request) -> None:
+def _authorize(request: web.Request) -> App:
     state = request.app[STATE]
     # Browsers cannot set headers on a WebSocket; OpenAI's SDKs then put the key in a
     # subprotocol, and so may a sideband client.
     for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
         proto = proto.strip()
         if proto.startswith(_KEY_PROTOCOL):
-            if is_gateway_key(state, proto[len(_KEY_PROTOCOL) :]):
-                return
+            app = state.apps.authenticate(proto[len(_KEY_PROTOCOL) :])
+            if app is not None:
+                return app
             raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
-    if not identify(request, state).is_server:
+    caller = identify(request, state)
+    if caller.app is None:
         raise AuthenticationError(
-            "The sideband needs the gateway key (GATEWAY_API_KEY), not a client secret.",
+            "The sideband needs a gateway key (GATEWAY_API_KEY, or an app's key), not a "
+            "client secret.",
             code="invalid_api_key",
         )
+    return caller.app
 
 
 MAX_PENDING_REPLIES = 256
@@ -59,7 +64,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
             code="missing_required_parameter",
             param="call_id",
         )
-    _authorize(request)
+    app = _authorize(request)
     state = request.app[STATE]
     call = state.calls.find(call_id)
     if call is None:
@@ -68,7 +73,7 @@ async def sideband(request: web.Request) -> web.StreamResponse:
         if entry is not None and state.forwarder is not None:
             return await state.forwarder.websocket(request, entry)
         call = state.calls.get(call_id)  # raises the 404
-    if call.dialect == "live":
+    if call.dialect == "live" or not sees(app, call.request.app):
         # A Live session's sideband is Live's own (.../live/sessions/{id}/attach).
         raise NotFound(f"No call found with id '{call_id[:200]}'.", param="call_id")
     ws = web.WebSocketResponse(protocols=("realtime",), heartbeat=30)

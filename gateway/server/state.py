@@ -12,10 +12,11 @@ from aiohttp import web
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices, LegOptions
 from gateway.config import Settings
+from gateway.config.apps import DEFAULT_APP, App, Apps
 from gateway.emulator import Emulator
 from gateway.errors import RateLimited, Unavailable
 from gateway.metrics import Metrics
-from gateway.protocol.session import resolve_session, with_server_tools
+from gateway.protocol.session import deep_merge, resolve_session, with_server_tools
 from gateway.rtc import ice
 from gateway.stores.base import Stores
 from gateway.upstream.base import UpstreamFactory
@@ -47,6 +48,11 @@ class GatewayState:
     # Whether another worker of this host had room at the last heartbeat: a full worker behind
     # the shared port passes new calls on, so the host is still ready.
     group_has_room: bool = False
+    # Who may call (GATEWAY_API_KEY as "default", and GATEWAY_APPS); replaced on reload.
+    apps: Apps = field(default_factory=Apps)
+    # Calls of each app being set up (admitted, not yet running): they count against its
+    # max_calls.
+    app_pending: dict[str, int] = field(default_factory=dict)
 
     @property
     def emulator(self) -> Emulator | None:
@@ -101,6 +107,55 @@ class GatewayState:
                     f"Too many calls {what}: at most {limit} a minute. Retry later.",
                     retry_after=max(1, round(wait)),
                 )
+
+    def app_named(self, name: str) -> App | None:
+        """The app a client secret was minted for, if it is still configured."""
+        app = self.apps.get(name)
+        if app is None and name == DEFAULT_APP:
+            # The demo page's secrets are the gateway's own: without GATEWAY_API_KEY there is
+            # no "default" app to hold them to, and nothing to limit.
+            return App(name=DEFAULT_APP, key_digest=bytes(32))
+        return app
+
+    async def check_app_rate(self, app: App) -> None:
+        """429 (with Retry-After) when ``app`` opens calls faster than its calls_per_minute."""
+        limit = app.calls_per_minute
+        if limit is None:
+            return
+        wait = await self.stores.rates.hit("calls_app", app.name, limit)
+        if wait is not None:
+            raise RateLimited(
+                f"Too many calls for app '{app.name}': at most {limit} a minute. Retry later.",
+                retry_after=max(1, round(wait)),
+            )
+
+    def app_calls(self, name: str) -> int:
+        """Calls of app ``name`` in this process: running, or being set up."""
+        running = sum(1 for call in self.calls if call.request.app == name)
+        return running + self.app_pending.get(name, 0)
+
+    def claim_app_slot(self, app: App) -> None:
+        """Take one of ``app``'s max_calls for a call about to be set up: 429 when none is
+        free. Give it back with :meth:`release_app_slot` once the call runs (it is then counted
+        among the app's calls) or has failed.
+
+        No await between the count and the claim: concurrent setups cannot both take the
+        last one."""
+        limit = app.max_calls
+        if limit is not None and self.app_calls(app.name) >= limit:
+            raise RateLimited(
+                f"Too many concurrent calls for app '{app.name}': at most {limit}. Retry when "
+                "one has ended.",
+                retry_after=2,
+            )
+        self.app_pending[app.name] = self.app_pending.get(app.name, 0) + 1
+
+    def release_app_slot(self, app: App) -> None:
+        left = self.app_pending.get(app.name, 0) - 1
+        if left > 0:
+            self.app_pending[app.name] = left
+        else:
+            self.app_pending.pop(app.name, None)
 
     def check_capacity(self) -> None:
         """503 (with Retry-After) while draining or full; setups in flight count as calls."""
@@ -205,15 +260,23 @@ class GatewayState:
             ice_servers=self.settings.upstream_ice_servers,
         )
 
-    def resolve_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
-        """The server's defaults with each override merged on top, later ones winning."""
+    def resolve_session(
+        self, *overrides: dict[str, Any] | None, app: App | None = None
+    ) -> dict[str, Any]:
+        """The server's defaults (the app's over the gateway's) with each override merged on
+        top, later ones winning."""
         s = self.settings
-        return resolve_session(s.model, s.voice, s.instructions, s.session_defaults, *overrides)
+        defaults = s.session_defaults
+        if app is not None and app.session:
+            defaults = deep_merge(defaults or {}, app.session)
+        return resolve_session(s.model, s.voice, s.instructions, defaults, *overrides)
 
-    def upstream_session(self, *overrides: dict[str, Any] | None) -> dict[str, Any]:
+    def upstream_session(
+        self, *overrides: dict[str, Any] | None, app: App | None = None
+    ) -> dict[str, Any]:
         """The session sent upstream: :meth:`resolve_session` plus the server's tools."""
         return with_server_tools(
-            self.resolve_session(*overrides), self.services.tools.definitions()
+            self.resolve_session(*overrides, app=app), self.services.tools.definitions()
         )
 
 

@@ -20,10 +20,12 @@ import structlog
 from aiohttp import web
 
 from gateway.call.setup import CallRequest, new_call_id
-from gateway.errors import InvalidRequest, Unavailable
+from gateway.client_secrets import ClientSecret
+from gateway.config.apps import App
+from gateway.errors import AuthenticationError, InvalidRequest, Unavailable
 from gateway.protocol import translation
 from gateway.server import realtime
-from gateway.server.auth import identify, require_server
+from gateway.server.auth import Caller, identify, require_server
 from gateway.server.body import read_json, read_offer
 from gateway.server.state import STATE, GatewayState
 
@@ -35,13 +37,15 @@ BASE = "/v1/realtime/translations"
 async def client_secrets(request: web.Request) -> web.Response:
     """Mint an ``ek_`` client secret for a browser's translation call (the app's backend)."""
     state: GatewayState = request.app[STATE]
-    require_server(request, state)
+    app = require_server(request, state)
     ttl, requested = translation.parse_client_secret_request(
         await read_json(request), state.settings.client_secret_ttl
     )
     session = translation.bound_session(translation.new_session_id(), requested)
-    token, secret = await state.stores.secrets.mint(session, ttl)
-    log.info("client_secret.minted", expires_at=secret.expires_at, dialect="translation")
+    token, secret = await state.stores.secrets.mint(session, ttl, app.name)
+    log.info(
+        "client_secret.minted", expires_at=secret.expires_at, dialect="translation", app=app.name
+    )
     return web.json_response(
         {
             "value": token,
@@ -76,6 +80,28 @@ async def create_call(request: web.Request) -> web.Response:
             "(POST /v1/realtime/client_secrets): open its call with POST /v1/realtime/calls.",
             code="session_type_mismatch",
         )
+    app = state.app_named(secret.app)
+    if app is None:
+        # The app was removed since: its outstanding secrets go with it.
+        raise AuthenticationError(
+            "The app this client secret was minted for is no longer configured.",
+            code="invalid_api_key",
+        )
+    await realtime.admit_app(state, app)
+    try:
+        return await _open(request, state, caller, app, secret, started)
+    finally:
+        state.release_app_slot(app)
+
+
+async def _open(
+    request: web.Request,
+    state: GatewayState,
+    caller: Caller,
+    app: App,
+    secret: ClientSecret,
+    started: float,
+) -> web.Response:
     body = await read_offer(request, state.settings.max_sdp_bytes)
     if body.session is not None:
         raise InvalidRequest(
@@ -98,6 +124,7 @@ async def create_call(request: web.Request) -> web.Response:
             upstream_session=translation.upstream_request(secret.session),
             dialect="translation",
             token_digest=secret.digest,
+            app=app.name,
         ),
         upstreams,
         started,

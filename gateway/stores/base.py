@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.client_secrets import ClientSecret
+from gateway.config.apps import DEFAULT_APP
 
 
 class SecretStore(Protocol):
     """Client secrets (``ek_…``): minted by the app's backend, redeemed by one browser call."""
 
-    async def mint(self, session: dict[str, Any], ttl: int) -> tuple[str, ClientSecret]:
-        """A new secret and its record; :class:`~gateway.errors.RateLimited` at the cap."""
+    async def mint(
+        self, session: dict[str, Any], ttl: int, app: str = DEFAULT_APP
+    ) -> tuple[str, ClientSecret]:
+        """A new secret of ``app`` and its record; :class:`~gateway.errors.RateLimited` at the
+        cap."""
 
     async def peek(self, token: str) -> ClientSecret:
         """The secret behind ``token``, unconsumed;
@@ -56,6 +60,8 @@ class CallEntry:
     token_digest: str | None = None
     """Hex SHA-256 of the client secret that opened it (its browser may hang it up)."""
     upstream_call_id: str | None = None
+    app: str = DEFAULT_APP
+    """The app the call is for (only its key, or the single key, may see it)."""
 
 
 class CallDirectory(Protocol):

@@ -16,6 +16,7 @@ from gateway.client_secrets import (
     too_many_secrets,
     unknown_secret,
 )
+from gateway.config.apps import DEFAULT_APP
 from gateway.ratelimit import SlidingWindow
 from gateway.stores.base import CallEntry, NodeEntry, Stores
 
@@ -48,14 +49,20 @@ class MemorySecretStore:
     async def count(self) -> int:
         return len(self._secrets)
 
-    async def mint(self, session: dict[str, Any], ttl: int) -> tuple[str, ClientSecret]:
+    async def mint(
+        self, session: dict[str, Any], ttl: int, app: str = DEFAULT_APP
+    ) -> tuple[str, ClientSecret]:
         self._purge()
         if len(self._secrets) >= self._max:
             raise too_many_secrets(self._max)
         token = new_token()
         now = self._clock()
         secret = ClientSecret(
-            digest=token_digest(token), created_at=now, expires_at=int(now + ttl), session=session
+            digest=token_digest(token),
+            created_at=now,
+            expires_at=int(now + ttl),
+            session=session,
+            app=app,
         )
         self._secrets[secret.digest] = secret
         return token, secret

@@ -31,6 +31,7 @@ from gateway.client_secrets import (
     unknown_secret,
 )
 from gateway.config import ConfigError, Secret
+from gateway.config.apps import DEFAULT_APP
 from gateway.errors import StoreUnavailable
 from gateway.stores.base import CallEntry, NodeEntry, Stores
 
@@ -127,14 +128,20 @@ class RedisSecretStore(_Base):
     def _key(digest: bytes) -> str:
         return f"{PREFIX}secret:{digest.hex()}"
 
-    async def mint(self, session: dict[str, Any], ttl: int) -> tuple[str, ClientSecret]:
+    async def mint(
+        self, session: dict[str, Any], ttl: int, app: str = DEFAULT_APP
+    ) -> tuple[str, ClientSecret]:
         token = new_token()
         now = self._clock()
         secret = ClientSecret(
-            digest=token_digest(token), created_at=now, expires_at=int(now + ttl), session=session
+            digest=token_digest(token),
+            created_at=now,
+            expires_at=int(now + ttl),
+            session=session,
+            app=app,
         )
         value = json.dumps(
-            {"created_at": now, "expires_at": secret.expires_at, "session": session},
+            {"created_at": now, "expires_at": secret.expires_at, "session": session, "app": app},
             separators=(",", ":"),
         )
         keys = [f"{PREFIX}secrets", self._key(secret.digest)]
@@ -187,6 +194,8 @@ class RedisSecretStore(_Base):
             created_at=data["created_at"],
             expires_at=data["expires_at"],
             session=data["session"],
+            # Secrets minted before apps existed were the one key's.
+            app=data.get("app", DEFAULT_APP),
         )
 
 
@@ -206,7 +215,15 @@ class RedisRateWindows(_Base):
 
 
 class RedisCallDirectory(_Base):
-    _FIELDS: Final = ("owner", "address", "dialect", "started_at", "token_digest", "upstream")
+    _FIELDS: Final = (
+        "owner",
+        "address",
+        "dialect",
+        "started_at",
+        "token_digest",
+        "upstream",
+        "app",
+    )
 
     @staticmethod
     def _key(call_id: str) -> str:
@@ -233,6 +250,7 @@ class RedisCallDirectory(_Base):
                         "started_at": repr(entry.started_at),
                         "token_digest": entry.token_digest or "",
                         "upstream": entry.upstream_call_id or "",
+                        "app": entry.app,
                     },
                 )
                 pipe.pexpire(key, int(ENTRY_TTL * 1000))
@@ -369,6 +387,7 @@ def _call_entry(call_id: str, fields: Any) -> CallEntry | None:
         started_at=float(data.get("started_at") or 0),
         token_digest=data.get("token_digest") or None,
         upstream_call_id=data.get("upstream") or None,
+        app=data.get("app") or DEFAULT_APP,
     )
 
 

@@ -124,12 +124,30 @@ class TranscriptBuilder:
             seconds=round(seconds, 3),
         )
 
-    def call_ended(self, *, reason: str, outcome: str, duration_s: float) -> list[Record]:
-        """The last records: corrections still waiting for a ``response.done``, then the end."""
+    def call_ended(
+        self,
+        *,
+        reason: str,
+        outcome: str,
+        duration_s: float,
+        app: str | None = None,
+        cost_usd: float | None = None,
+    ) -> list[Record]:
+        """The last records: corrections still waiting for a ``response.done``, then the end
+        (with the call's app and cost, when known)."""
         records = [self._correct(t) for t in self._turns.values() if self._ready(t, final=True)]
+        extra: dict[str, Any] = {}
+        if app is not None:
+            extra["app"] = app
+        if cost_usd is not None:
+            extra["cost_usd"] = cost_usd
         records.append(
             self._record(
-                "call_ended", reason=reason, outcome=outcome, duration_s=round(duration_s, 3)
+                "call_ended",
+                reason=reason,
+                outcome=outcome,
+                duration_s=round(duration_s, 3),
+                **extra,
             )
         )
         return records

@@ -34,6 +34,7 @@ METRICS = frozenset(
         "realtime_gateway_tool_duration_seconds",
         "realtime_gateway_policy_violations_total",
         "realtime_gateway_tokens_total",
+        "realtime_gateway_cost_usd_total",
         "realtime_gateway_upstream_errors_total",
         "realtime_gateway_http_requests_total",
         "realtime_gateway_capacity_calls",

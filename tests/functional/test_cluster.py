@@ -81,9 +81,13 @@ class TestOneGateway:
             async with http.get(f"{other}/v1/realtime/calls/{call_id}", headers=auth()) as r:
                 assert r.status == 200, await r.text()
                 assert (await r.json())["owner"] == owner
-            # Every process lists it, naming its owner.
+            # Every process lists it, naming its owner, as the owner reports it (not just what
+            # the directory knows).
             for g in c.gateways:
                 assert (await calls_listed(http, g.url)) == {call_id: owner}
+                async with http.get(f"{g.url}/v1/realtime/calls", headers=auth()) as r:
+                    (view,) = (await r.json())["data"]
+                    assert view["state"] != "unknown" and "events" in view, view
             # The sideband, through a process that does not run the call.
             url = other.replace("http", "ws") + f"/v1/realtime?call_id={call_id}"
             async with http.ws_connect(url, headers=auth(), protocols=("realtime",)) as ws:

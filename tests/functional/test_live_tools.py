@@ -134,8 +134,8 @@ async def test_a_server_tool_runs_for_the_delegate_and_the_browser_never_sees_it
     assert tokens["output_text"] == sum(u["output_tokens"] for u in completed) > 0
     metrics = await (await gateway.get("/metrics")).text()
     assert (
-        f'realtime_gateway_tokens_total{{kind="output_text"}} {float(tokens["output_text"])}'
-        in metrics
+        'realtime_gateway_tokens_total{app="default",kind="output_text",model="other"} '
+        f"{float(tokens['output_text'])}" in metrics
     )
     # The transcript has the call as a Realtime call's has it.
     async with asyncio.timeout(5):

@@ -93,8 +93,26 @@ class TestMetrics:
             value(after, "realtime_gateway_audio_packets_total", leg="upstream", direction="in")
             > 20
         )
-        assert value(after, "realtime_gateway_tokens_total", kind="input_audio") > 0
-        assert value(after, "realtime_gateway_tokens_total", kind="output_audio") > 0
+        assert (
+            value(
+                after,
+                "realtime_gateway_tokens_total",
+                app="default",
+                model="other",
+                kind="input_audio",
+            )
+            > 0
+        )
+        assert (
+            value(
+                after,
+                "realtime_gateway_tokens_total",
+                app="default",
+                model="other",
+                kind="output_audio",
+            )
+            > 0
+        )
         for stage in ("upstream_sdp", "answer", "browser_connected", "first_upstream_audio"):
             assert value(after, "realtime_gateway_setup_seconds_count", stage=stage) == 1, stage
         assert (
