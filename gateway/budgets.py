@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
+from gateway.config.apps import App
 from gateway.errors import InsufficientQuota
 from gateway.metrics import Metrics
 from gateway.stores.spend import Period, Spend, SpendLedger, day_of
@@ -44,6 +46,24 @@ class Budget:
         return any(
             v is not None for v in (self.usd_per_day, self.usd_per_month, self.user_usd_per_day)
         )
+
+
+def budget_of(app: App) -> Budget:
+    return Budget(
+        usd_per_day=app.budget_usd_per_day,
+        usd_per_month=app.budget_usd_per_month,
+        user_usd_per_day=app.budget_usd_per_user_per_day,
+        warn_at=app.budget_warn_at,
+        end_calls=app.end_calls_at_budget,
+    )
+
+
+def end_user(session: Mapping[str, Any] | None) -> str:
+    """The end user or tenant the app's backend named for a session: OpenAI's own
+    ``tracing.group_id`` (so the request stays OpenAI-shaped); ``""`` for none."""
+    tracing = session.get("tracing") if isinstance(session, Mapping) else None
+    group = tracing.get("group_id") if isinstance(tracing, Mapping) else None
+    return group if isinstance(group, str) else ""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class EndReason(StrEnum):
     SESSION_EXPIRED = "session_expired"
     """The upstream session reached its time limit, and said so (Live's ``session.closed``,
     Realtime's ``session_expired`` error), so the browser has heard why."""
+    BUDGET_SPENT = "budget_spent"
+    """The call's app spent a budget it ends its calls at."""
     INTERNAL_ERROR = "internal_error"
 
     @classmethod
@@ -98,6 +100,13 @@ _TABLE: Final[dict[EndReason, tuple[Outcome, Farewell | None]]] = {
     # The browser has heard why from session.closed itself.
     EndReason.SESSION_CLOSED: ("completed", None),
     EndReason.SESSION_EXPIRED: ("timeout", None),
+    EndReason.BUDGET_SPENT: (
+        "timeout",
+        Farewell(
+            "You exceeded your current quota: this app's budget is spent, so the call has ended.",
+            "insufficient_quota",
+        ),
+    ),
     EndReason.INTERNAL_ERROR: (
         "failed",
         Farewell(

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import structlog
 
+from gateway.budgets import end_user
 from gateway.errors import GatewayError
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics, responses_tokens, tokens_by_kind
@@ -44,6 +45,7 @@ from gateway.protocol.events import (
 from gateway.protocol.live import DATA_CHANNEL_COMMANDS, LiveGate, live_error_event
 from gateway.protocol.translation import KNOWN_CLIENT_EVENTS, TranslationGate
 from gateway.recording import CallRecorder
+from gateway.stores.spend import Spend
 from gateway.tools import ToolResult
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
 from gateway.tools.live import LiveToolCoordinator
@@ -134,6 +136,7 @@ class EventPipeline:
         log_throttle: LogThrottle | None = None,
         continuity: bool = False,
         prices: PriceTable | None = None,
+        on_spend: Callable[[Spend], None] | None = None,
     ) -> None:
         self.info = info
         # Continuity (a Realtime call whose upstream session may be replaced): what was said,
@@ -155,6 +158,10 @@ class EventPipeline:
         """Whether the last server event was a seam of a session replacement (not shown to the
         browser, nor to a sideband, which follows the call rather than a session)."""
         self._prices = prices if prices is not None else PriceTable()
+        self._on_spend = on_spend
+        self._end_user = end_user(info.session)
+        # Set when this call's app is over a budget that ends its calls.
+        self.over_budget = asyncio.Event()
         self._beta = dialect == "beta"
         # A Live session: its own rules at the browser's edge, in place of Realtime's policy.
         self._live = LiveGate(info.session, info.call_id) if dialect == "live" else None
@@ -606,6 +613,16 @@ class EventPipeline:
             self.stats.tokens[kind] = self.stats.tokens.get(kind, 0) + value
         if cost is not None:
             self.stats.cost_usd = (self.stats.cost_usd or 0.0) + cost
+        if self._on_spend is not None:
+            self._on_spend(
+                Spend(
+                    app=self.info.app,
+                    model=label,
+                    usd=cost or 0.0,
+                    tokens=by_kind,
+                    user=self._end_user,
+                )
+            )
 
     def _count_delegate_usage(self, nested: Any) -> None:
         """A Live session's Responses delegate bills tokens: its usage comes once, when one of

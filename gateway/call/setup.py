@@ -9,18 +9,19 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from gateway.budgets import Budget, BudgetKeeper
 from gateway.call.link import UpstreamLink
 from gateway.call.pipeline import EventPipeline
 from gateway.config import IceServer
 from gateway.config.apps import DEFAULT_APP
-from gateway.errors import InvalidOffer
+from gateway.errors import GatewayError, InvalidOffer
 from gateway.hooks import CallInfo, Hooks
 from gateway.metrics import Metrics
 from gateway.policy import ClientPolicy, PolicyConfig
@@ -32,6 +33,7 @@ from gateway.recording import CallRecorder, Recordings
 from gateway.rtc.ice import PortUsage
 from gateway.rtc.media import MediaMode, MediaPath, choose_codec
 from gateway.rtc.peer import BROWSER_MAX_MESSAGE, Peer
+from gateway.stores.spend import Spend
 from gateway.tasks import TaskSet
 from gateway.tools import Tool, ToolRegistry, ToolResult, run_tool
 from gateway.tools.coordinator import ServerCall, ToolCoordinator
@@ -72,6 +74,8 @@ class CallRequest:
     # The app the call is for, and its client-event policy when it differs from the gateway's.
     app: str = DEFAULT_APP
     policy: PolicyConfig | None = None
+    # The app's budgets: each response's cost counts against them.
+    budget: Budget = field(default_factory=Budget)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class CallServices:
     background: TaskSet = field(default_factory=TaskSet)
     # What tokens cost, by model (replaced when the apps file is reloaded).
     prices: PriceTable = field(default_factory=PriceTable)
+    # Counts each response's cost against its app's budgets (None: spend is not kept).
+    budgets: BudgetKeeper | None = None
 
 
 async def open_call(
@@ -263,6 +269,31 @@ def make_pipeline(
         to_browser=to_browser,
         continuity=continuity,
         prices=services.prices,
+        on_spend=spend_counter(request, services, pipeline_ref),
     )
     pipeline_ref.append(pipeline)
     return pipeline
+
+
+def spend_counter(
+    request: CallRequest, services: CallServices, pipeline_ref: list[EventPipeline]
+) -> Callable[[Spend], None] | None:
+    """Counts each response's cost against the call's app's budgets, off the event path; a
+    call whose app ends its calls at the budget is told so through its pipeline."""
+    budgets = services.budgets
+    if budgets is None:
+        return None
+
+    async def record(spend: Spend) -> None:
+        try:
+            over = await budgets.record(spend, request.budget)
+        except GatewayError as exc:  # the shared store is down: this response goes uncounted
+            log.warning("budget.record_failed", app=spend.app, code=exc.code)
+            return
+        if over and request.budget.end_calls and pipeline_ref:
+            pipeline_ref[0].over_budget.set()
+
+    def count(spend: Spend) -> None:
+        services.background.spawn(record(spend), name="budget-record")
+
+    return count

@@ -32,6 +32,8 @@ async def end(call: Call) -> EndReason:
         asyncio.ensure_future(_connect_deadline(call)): "connect_timeout",
         asyncio.ensure_future(_liveness(call)): "liveness",
     }
+    if call.request.budget.end_calls:
+        waits[asyncio.ensure_future(call.pipeline.over_budget.wait())] = "budget"
     if call.continuity is not None:
         # The session says it expired: replaced at once, not when it closes.
         waits[asyncio.ensure_future(call.pipeline.expiring.wait())] = "expiring"
@@ -59,6 +61,8 @@ async def end(call: Call) -> EndReason:
         result = first.result()
         assert isinstance(result, EndReason)
         return result
+    if which == "budget":
+        return EndReason.BUDGET_SPENT
     if which == "expiring":
         return EndReason.SESSION_EXPIRED
     if which == "connect_timeout":

@@ -80,6 +80,8 @@ class Settings:
     continuity_replay_tokens: int = 8000
     # A session known to expire is replaced this many seconds before, at a quiet moment.
     continuity_lead: float = 60.0
+    # A lone process keeps what each app spent in this SQLite file (Redis does, when set).
+    spend_file: str | None = None
     calls_per_minute_per_ip: int = 30
     calls_per_minute_per_token: int = 10
     drain_timeout: float = 30.0
@@ -237,6 +239,7 @@ class Settings:
                 86400.0,
             ),
             "continuity": continuity,
+            "spend_file": env.get("GATEWAY_SPEND_FILE"),
             "continuity_replay_tokens": _int(
                 "GATEWAY_CONTINUITY_REPLAY_TOKENS",
                 env.get("GATEWAY_CONTINUITY_REPLAY_TOKENS"),

@@ -9,8 +9,11 @@
     models = ["gpt-realtime"]       # the models it may use (default: any)
     voices = ["marin", "cedar"]     # the voices it may use (default: any)
     locked_session_fields = ["instructions", "model"]   # default: GATEWAY_LOCKED_SESSION_FIELDS
-    budget_usd_per_day = 50.0       # read and checked, not yet enforced
+    budget_usd_per_day = 50.0       # spent: new secrets and calls get insufficient_quota
     budget_usd_per_month = 1000.0
+    budget_usd_per_user_per_day = 2.0   # each end user (the session's tracing.group_id)
+    budget_warn_at = 0.8            # the share of a budget that logs budget.warning
+    end_calls_at_budget = false     # true: live calls end too once a budget is spent
 
     [apps.support.session]          # session defaults of this app, over GATEWAY_SESSION
     instructions = "You are the support desk."
@@ -61,6 +64,9 @@ _APP_FIELDS: Final = frozenset(
         "locked_session_fields",
         "budget_usd_per_day",
         "budget_usd_per_month",
+        "budget_usd_per_user_per_day",
+        "budget_warn_at",
+        "end_calls_at_budget",
     }
 )
 
@@ -84,6 +90,9 @@ class App:
     """``None``: the gateway's (``GATEWAY_LOCKED_SESSION_FIELDS``)."""
     budget_usd_per_day: float | None = None
     budget_usd_per_month: float | None = None
+    budget_usd_per_user_per_day: float | None = None
+    budget_warn_at: float = 0.8
+    end_calls_at_budget: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -230,6 +239,9 @@ def _app(name: str, raw: Any, where: str) -> App:
         locked_session_fields=_paths(body, what),
         budget_usd_per_day=_usd(body, "budget_usd_per_day", what),
         budget_usd_per_month=_usd(body, "budget_usd_per_month", what),
+        budget_usd_per_user_per_day=_usd(body, "budget_usd_per_user_per_day", what),
+        budget_warn_at=_share(body, "budget_warn_at", what),
+        end_calls_at_budget=_flag(body, "end_calls_at_budget", what),
     )
 
 
@@ -274,6 +286,20 @@ def _usd(body: Mapping[str, Any], name: str, what: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
         raise ConfigError(f"{what}: '{name}' must be a number of US dollars, 0 or more")
     return float(value)
+
+
+def _share(body: Mapping[str, Any], name: str, what: str) -> float:
+    value = body.get(name, 0.8)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"{what}: '{name}' must be a share of the budget, above 0 and up to 1")
+    return float(value)
+
+
+def _flag(body: Mapping[str, Any], name: str, what: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what}: '{name}' must be true or false")
+    return value
 
 
 def _strings(body: Mapping[str, Any], name: str, what: str) -> tuple[str, ...] | None:

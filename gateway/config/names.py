@@ -42,6 +42,7 @@ SETTINGS: Final[dict[str, str]] = {
     "GATEWAY_IDLE_TIMEOUT": "idle_timeout",
     "GATEWAY_MAX_CALL_DURATION": "max_call_duration",
     "GATEWAY_CONTINUITY": "continuity",
+    "GATEWAY_SPEND_FILE": "spend_file",
     "GATEWAY_CONTINUITY_REPLAY_TOKENS": "continuity_replay_tokens",
     "GATEWAY_CONTINUITY_LEAD": "continuity_lead",
     "GATEWAY_CALLS_PER_MINUTE_PER_IP": "calls_per_minute_per_ip",

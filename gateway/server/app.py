@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.budgets import BudgetKeeper
 from gateway.call.outcomes import EndReason
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices
@@ -33,6 +35,7 @@ from gateway.server import (
     recordings,
     sideband,
     translations,
+    usage,
 )
 from gateway.server.apps import reload_apps
 from gateway.server.cluster import cluster, node_of
@@ -48,7 +51,9 @@ from gateway.server.proxies import proxies_middleware
 from gateway.server.state import STATE, GatewayState
 from gateway.stores.base import Stores
 from gateway.stores.memory import memory_stores
-from gateway.stores.redis import redis_client, redis_stores
+from gateway.stores.redis import RedisHealth, redis_client, redis_stores
+from gateway.stores.redis_spend import RedisSpendLedger
+from gateway.stores.spend import FileSpendLedger
 from gateway.tools import ToolRegistry, load_tool_modules
 from gateway.upstream.base import UpstreamFactory
 from gateway.upstream.factory import realtime_upstreams
@@ -105,11 +110,13 @@ def create_app(
     compat.install()
     if stores is None:
         stores = stores_for(settings)
+    services = services_from(settings, registry)
+    services = dataclasses.replace(services, budgets=BudgetKeeper(stores.spend, services.metrics))
     state = GatewayState(
         settings=settings,
         stores=stores,
         calls=CallRegistry(stores.calls, node_of(settings)),
-        services=services_from(settings, registry),
+        services=services,
         apps=Apps.of(settings.apps_config, settings.gateway_api_key),
     )
     heads = HeadDeadline()
@@ -139,6 +146,7 @@ def create_app(
     realtime.add_routes(app)
     live.add_routes(app)
     translations.add_routes(app)
+    usage.add_routes(app)
     live_sideband.add_routes(app)
     live_content.add_routes(app)
     sideband.add_routes(app)
@@ -180,14 +188,21 @@ def _upstreams(factory: UpstreamFactory | None) -> Any:
 def stores_for(settings: Settings) -> Stores:
     """Redis when GATEWAY_REDIS_URL is set (ConfigError if it is unusable); else memory."""
     if settings.redis_url is None:
-        return memory_stores(
+        stores = memory_stores(
             single_use=settings.client_secret_single_use, max_secrets=settings.max_client_secrets
         )
-    return redis_stores(
-        redis_client(settings.redis_url),
+        if settings.spend_file is not None:
+            # One process alone: its spend survives restarts in this file.
+            stores = dataclasses.replace(stores, spend=FileSpendLedger(Path(settings.spend_file)))
+        return stores
+    client = redis_client(settings.redis_url)
+    stores = redis_stores(
+        client,
         single_use=settings.client_secret_single_use,
         max_secrets=settings.max_client_secrets,
     )
+    assert isinstance(stores.health, RedisHealth)
+    return dataclasses.replace(stores, spend=RedisSpendLedger(client, stores.health))
 
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:

@@ -42,6 +42,7 @@ async def create_session(request: web.Request) -> web.Response:
     try:
         limit = 64 * 1024 + state.settings.max_sdp_bytes
         created = live.parse_create_request(await read_json(request, limit))
+        await state.check_budget(app, created.session)
         body = await start_session(state, created, started, app=app.name)
     finally:
         state.release_app_slot(app)

@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from gateway.budgets import budget_of
 from gateway.call.call import Call
 from gateway.call.outcomes import EndReason
 from gateway.call.setup import CallRequest, Dialect, new_call_id, open_call
@@ -58,6 +59,7 @@ async def _mint(
 ) -> dict[str, Any]:
     session = state.resolve_session(requested, app=app)
     check_allowed(app, session)  # refused now, not when the browser calls
+    await state.check_budget(app, session)
     token, secret = await state.stores.secrets.mint(requested, ttl, app.name)
     return {"value": token, "expires_at": secret.expires_at, "session": session}
 
@@ -235,6 +237,7 @@ async def _open_for_app(
     overrides: list[dict[str, Any] | None] = [*requested, token_session]
     session = state.upstream_session(*overrides, app=app)
     check_allowed(app, session)
+    await state.check_budget(app, session)
     if state.upstreams is None:
         raise Unavailable("The gateway is starting up; try again in a moment.")
     call_id = new_call_id()
@@ -249,6 +252,7 @@ async def _open_for_app(
             token_digest=digest,
             app=app.name,
             policy=policy,
+            budget=budget_of(app),
         ),
         state.upstreams,
         started,

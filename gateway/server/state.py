@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.budgets import budget_of, end_user
 from gateway.call.registry import CallRegistry
 from gateway.call.setup import CallServices, LegOptions
 from gateway.config import Settings
@@ -149,6 +151,13 @@ class GatewayState:
                 retry_after=2,
             )
         self.app_pending[app.name] = self.app_pending.get(app.name, 0) + 1
+
+    async def check_budget(self, app: App, session: Mapping[str, Any] | None) -> None:
+        """429 ``insufficient_quota`` if ``app`` (or the end user ``session`` names) has spent
+        a budget."""
+        budget = budget_of(app)
+        if budget.limited and self.services.budgets is not None:
+            await self.services.budgets.check(app.name, budget, end_user(session))
 
     def release_app_slot(self, app: App) -> None:
         left = self.app_pending.get(app.name, 0) - 1

@@ -19,6 +19,7 @@ import time
 import structlog
 from aiohttp import web
 
+from gateway.budgets import budget_of
 from gateway.call.setup import CallRequest, new_call_id
 from gateway.client_secrets import ClientSecret
 from gateway.config.apps import App
@@ -42,6 +43,7 @@ async def client_secrets(request: web.Request) -> web.Response:
         await read_json(request), state.settings.client_secret_ttl
     )
     session = translation.bound_session(translation.new_session_id(), requested)
+    await state.check_budget(app, session)
     token, secret = await state.stores.secrets.mint(session, ttl, app.name)
     log.info(
         "client_secret.minted", expires_at=secret.expires_at, dialect="translation", app=app.name
@@ -87,6 +89,7 @@ async def create_call(request: web.Request) -> web.Response:
             "The app this client secret was minted for is no longer configured.",
             code="invalid_api_key",
         )
+    await state.check_budget(app, secret.session)
     await realtime.admit_app(state, app)
     try:
         return await _open(request, state, caller, app, secret, started)
@@ -125,6 +128,7 @@ async def _open(
             dialect="translation",
             token_digest=secret.digest,
             app=app.name,
+            budget=budget_of(app),
         ),
         upstreams,
         started,

@@ -9,11 +9,12 @@ found or ended.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.client_secrets import ClientSecret
 from gateway.config.apps import DEFAULT_APP
+from gateway.stores.spend import MemorySpendLedger, SpendLedger
 
 
 class SecretStore(Protocol):
@@ -137,11 +138,14 @@ class Stores:
     nodes: NodeDirectory
     recordings: RecordingIndex
     health: Health
+    spend: SpendLedger = field(default_factory=MemorySpendLedger)
+    """What each app spent (budgets, the usage report)."""
     shared: bool = False
     """Shared with other processes (so calls may live elsewhere, and be forwarded to)."""
     closer: Callable[[], Awaitable[None]] | None = None
 
     async def close(self) -> None:
         """Release connections (the stores themselves live on, in Redis)."""
+        await self.spend.aclose()
         if self.closer is not None:
             await self.closer()
