@@ -89,25 +89,9 @@ class UpstreamClient:
         form = aiohttp.FormData()
         form.add_field("sdp", offer_sdp, content_type="application/sdp")
         form.add_field("session", json.dumps(session), content_type="application/json")
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._http.post(
-                    self.calls_url, data=form, headers=self._headers()
-                ) as response:
-                    body = await _read_capped(response, MAX_ANSWER_BYTES)
-                    if response.status not in (200, 201):
-                        raise _status_error(response.status, body)
-                    location = response.headers.get("Location", "")
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The upstream did not answer the call within {self._timeout:g} s.",
-            ) from None
-        except aiohttp.ClientError as exc:
-            # The exception text can echo request details; keep only its class.
-            raise UpstreamError(
-                f"Could not reach the upstream ({type(exc).__name__}).",
-                code="upstream_unreachable",
-            ) from None
+        body, location = await self._post(
+            self.calls_url, "answer the call", data=form, headers=self._headers()
+        )
         if not body.lstrip().startswith("v=0"):
             raise UpstreamError(
                 "The upstream answered the call with something that is not an SDP answer.",
@@ -123,23 +107,9 @@ class UpstreamClient:
         """``POST /realtime/translations/client_secrets`` with the project key: a client secret
         bound to a translation session, for the SDP exchange that follows."""
         url = f"{self.translations_url}/client_secrets"
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._http.post(
-                    url, json={"session": session}, headers=self._headers()
-                ) as response:
-                    text = await _read_capped(response, MAX_ANSWER_BYTES)
-                    if response.status not in (200, 201):
-                        raise _status_error(response.status, text)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The upstream did not mint a translation secret within {self._timeout:g} s.",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"Could not reach the upstream ({type(exc).__name__}).",
-                code="upstream_unreachable",
-            ) from None
+        text, _ = await self._post(
+            url, "mint a translation secret", json={"session": session}, headers=self._headers()
+        )
         try:
             created = json.loads(text)
             value = created["value"]
@@ -166,24 +136,12 @@ class UpstreamClient:
             "User-Agent": USER_AGENT,
             "Content-Type": "application/sdp",
         }
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._http.post(
-                    f"{self.translations_url}/calls", data=offer_sdp.encode(), headers=headers
-                ) as response:
-                    body = await _read_capped(response, MAX_ANSWER_BYTES)
-                    if response.status not in (200, 201):
-                        raise _status_error(response.status, body)
-                    location = response.headers.get("Location", "")
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The upstream did not answer the call within {self._timeout:g} s.",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"Could not reach the upstream ({type(exc).__name__}).",
-                code="upstream_unreachable",
-            ) from None
+        body, location = await self._post(
+            f"{self.translations_url}/calls",
+            "answer the call",
+            data=offer_sdp.encode(),
+            headers=headers,
+        )
         if not body.lstrip().startswith("v=0"):
             raise UpstreamError(
                 "The upstream answered the call with something that is not an SDP answer.",
@@ -202,23 +160,9 @@ class UpstreamClient:
         """GPT-Live's ``POST /live/sessions``: JSON in, ``201`` JSON with the answer and the
         session's id out (kept as OpenAI wrote it)."""
         body = {"session": session, "transport": {"type": "webrtc", "sdp": offer_sdp}}
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._http.post(
-                    self.live_url, json=body, headers=self._headers()
-                ) as response:
-                    text = await _read_capped(response, MAX_ANSWER_BYTES)
-                    if response.status not in (200, 201):
-                        raise _status_error(response.status, text)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The upstream did not answer the session within {self._timeout:g} s.",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"Could not reach the upstream ({type(exc).__name__}).",
-                code="upstream_unreachable",
-            ) from None
+        text, _ = await self._post(
+            self.live_url, "answer the session", json=body, headers=self._headers()
+        )
         try:
             created = json.loads(text)
             session_id = created["session"]["id"]
@@ -242,6 +186,27 @@ class UpstreamClient:
                 code="upstream_bad_answer",
             )
         return UpstreamAnswer(sdp=sdp, call_id=session_id)
+
+    async def _post(self, url: str, what: str, **request: Any) -> tuple[str, str]:
+        """POST to the upstream: its body (capped) and ``Location`` for a 200/201; the error
+        tree for anything else (the exception text of a failed connection can echo request
+        details, so only its class is kept)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._http.post(url, **request) as response:
+                    body = await _read_capped(response, MAX_ANSWER_BYTES)
+                    if response.status not in (200, 201):
+                        raise _status_error(response.status, body)
+                    return body, response.headers.get("Location", "")
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream did not {what} within {self._timeout:g} s.",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"Could not reach the upstream ({type(exc).__name__}).",
+                code="upstream_unreachable",
+            ) from None
 
     async def hangup_live(self, session_id: str) -> None:
         """``POST /live/sessions/{id}/hangup``; an already-ended session (404) counts as done."""
